@@ -1,0 +1,32 @@
+"""The ``liver-agent`` command line: one typer app; each area registers its commands."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from agent.cli._common import app
+
+# Each module adds its commands to ``app`` in a ``register(app)`` function.
+_COMMAND_MODULES = (
+    "agent.cli.config_db",
+    "agent.cli.phantom",
+    "agent.cli.select",
+    "agent.cli.model",
+    "agent.cli.run",
+    "agent.cli.serve",
+    "agent.cli.dicom",
+    "agent.cli.jobs",
+)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+__all__ = ["app", "main", "typer"]

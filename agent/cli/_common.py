@@ -1,0 +1,64 @@
+"""Shared pieces of the CLI: the app, the ``--config`` option, console output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from agent.settings import ConfigFileError, Settings, load_settings
+
+app = typer.Typer(
+    name="liver-agent",
+    help="DICOM agent: liver segmentation and cirrhosis classification on T2-weighted MRI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="settings YAML file (default: $LIVER_AGENT_CONFIG, else built-in defaults)",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(settings)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """Load settings, or print which field is wrong and exit with status 2."""
+    try:
+        return load_settings(config)
+    except ConfigFileError as err:
+        fail(str(err), 2)
+    except ValidationError as err:
+        fail(format_validation_error(err), 2)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

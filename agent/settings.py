@@ -1,0 +1,354 @@
+"""The agent's settings: one pydantic-settings model read from YAML with environment overrides.
+
+Precedence, highest first: explicit keyword arguments, environment variables
+(``LIVER_AGENT__DICOM__PORT=11113``), the YAML file (``--config`` or ``LIVER_AGENT_CONFIG``),
+then the defaults below, which run with nothing configured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV = "LIVER_AGENT_CONFIG"
+ENV_PREFIX = "LIVER_AGENT__"
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
+
+
+def _check_ae_title(value: str) -> str:
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ValueError(
+            f"{value!r} is not a valid AE title: 1 to 16 printable characters, no backslash"
+        )
+    return value.strip()
+
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AllowedCaller(_Group):
+    """One entry of the calling-AE allow-list: an AE title, optionally bound to a host."""
+
+    ae_title: AETitle
+    host: str | None = Field(
+        default=None, description="IP address the association must come from; any if unset"
+    )
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class DicomSettings(_Group):
+    """The DICOM SCP (C-ECHO, C-STORE) the PACS sends studies to."""
+
+    ae_title: AETitle = "LIVERAI"
+    host: str = Field(default="0.0.0.0", description="address to listen on")  # noqa: S104
+    port: int = Field(default=11112, ge=1, le=65535)
+    max_associations: int = Field(default=10, ge=1, le=1000)
+    require_called_ae: bool = Field(
+        default=True, description="reject associations whose called AE title is not ours"
+    )
+    allow_list_enabled: bool = Field(
+        default=False, description="only accept calling AEs listed in allowed_callers"
+    )
+    allowed_callers: list[AllowedCaller] = Field(default_factory=list)
+    acse_timeout: float = Field(default=30.0, gt=0)
+    dimse_timeout: float = Field(default=60.0, gt=0)
+    network_timeout: float = Field(default=120.0, gt=0)
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class Synchronous(StrEnum):
+    """SQLite ``PRAGMA synchronous``: FULL survives power loss, NORMAL only process crashes."""
+
+    FULL = "FULL"
+    NORMAL = "NORMAL"
+
+
+class DatabaseSettings(_Group):
+    """Where studies, jobs and deliveries are recorded."""
+
+    url: str = Field(
+        default="sqlite:///var/liver-agent.db",
+        description="SQLAlchemy URL; a relative SQLite path is relative to the working directory",
+    )
+    sqlite_synchronous: Synchronous = Synchronous.FULL
+
+
+class SpoolSettings(_Group):
+    """Where received instances are kept as DICOM Part 10 files."""
+
+    path: Path = Path("var/spool")
+    min_free_mb: int = Field(
+        default=512, ge=0, description="refuse C-STORE with 0xA700 below this much free disk"
+    )
+
+
+class CompletionSettings(_Group):
+    """When a study counts as complete (DESIGN.md: data flow, step 2)."""
+
+    quiet_seconds: float = Field(default=5.0, ge=0, description="after association release")
+    stable_seconds: float = Field(default=60.0, gt=0, description="fallback, whatever happens")
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _stable_after_quiet(self) -> CompletionSettings:
+        if self.stable_seconds < self.quiet_seconds:
+            raise ValueError("stable_seconds must not be shorter than quiet_seconds")
+        return self
+
+
+class Device(StrEnum):
+    """Where the networks run."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class ModelSettings(_Group):
+    """The two networks. With no bundle configured the DEMO bundle is built and used."""
+
+    segmentation: Path | None = Field(default=None, description="segmentation bundle folder")
+    classification: Path | None = Field(default=None, description="classification bundle folder")
+    device: Device = Device.AUTO
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(
+            os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+        )
+        / "liver-agent",
+        description="where the demo bundle is built and kept",
+    )
+
+    @model_validator(mode="after")
+    def _both_or_none(self) -> ModelSettings:
+        if (self.segmentation is None) != (self.classification is None):
+            raise ValueError(
+                "set both model.segmentation and model.classification, or neither (demo bundle)"
+            )
+        return self
+
+
+class PipelineSettings(_Group):
+    """Pipeline options that are not part of a model bundle."""
+
+    selection_rules: Path | None = Field(
+        default=None, description="YAML file overriding the shipped series-selection rules"
+    )
+    caudate_fraction: float = Field(
+        default=0.45,
+        gt=0,
+        lt=1,
+        description="caudate level as a fraction of the liver's cranio-caudal extent from its top",
+    )
+
+
+class WorkerSettings(_Group):
+    """Threads that run queued jobs."""
+
+    threads: int = Field(default=1, ge=1, le=64)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    stale_after_seconds: float = Field(
+        default=120.0, gt=0, description="re-queue a running job whose heartbeat is older"
+    )
+
+
+class ResultsSettings(_Group):
+    """Result objects written for delivery."""
+
+    path: Path = Path("var/results")
+    retention_days: float = Field(default=7.0, ge=0, description="kept this long after delivery")
+
+
+class DestinationObjects(_Group):
+    """Which result objects a destination receives."""
+
+    seg: bool = True
+    sr: bool = True
+    sc: bool = False
+    not_evaluated_sr: bool = True
+
+
+class Destination(_Group):
+    """Where results go: a DICOM node (C-STORE) or a DICOMweb endpoint (STOW-RS)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    ae_title: AETitle | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    stow_url: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    route: str = Field(
+        default="source",
+        pattern=r"^(source|always)$",
+        description="source: only studies sent by this AE title; always: every job",
+    )
+    send: DestinationObjects = Field(default_factory=DestinationObjects)
+    seg_omit_empty_frames: bool = Field(
+        default=False, description="some viewers misplace SEGs whose empty frames are omitted"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Destination:
+        dimse = self.ae_title is not None or self.host is not None or self.port is not None
+        if dimse and self.stow_url:
+            raise ValueError(f"destination {self.name}: give ae_title/host/port or stow_url")
+        if not dimse and not self.stow_url:
+            raise ValueError(f"destination {self.name}: needs ae_title, host, port or stow_url")
+        if dimse and (self.ae_title is None or self.host is None or self.port is None):
+            raise ValueError(f"destination {self.name}: ae_title, host and port are all needed")
+        if self.token and (self.username or self.password):
+            raise ValueError(f"destination {self.name}: use token or username/password")
+        return self
+
+    @property
+    def is_dimse(self) -> bool:
+        return self.stow_url is None
+
+
+class DeliverySettings(_Group):
+    """Retry schedule for deliveries."""
+
+    retry_seconds: list[float] = Field(
+        default_factory=lambda: [10.0, 30.0, 120.0, 600.0, 1800.0, 3600.0],
+        description="wait before each retry; after the last one the delivery is dead",
+    )
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+
+class HttpSettings(_Group):
+    """The admin API, web page, STOW-RS ingress and metrics."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    token: SecretStr | None = None
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LoggingSettings(_Group):
+    level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    format: LogFormat = LogFormat.TEXT
+
+
+class Settings(BaseSettings):
+    """Everything the agent reads at start. See ``deploy/liver-agent.example.yaml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+    _yaml_file: ClassVar[Path | None] = None
+
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    results: ResultsSettings = Field(default_factory=ResultsSettings)
+    destinations: list[Destination] = Field(default_factory=list)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _unique_destinations(self) -> Settings:
+        names = [d.name for d in self.destinations]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"destination names must be unique: {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        return tuple(sources)
+
+    def destination(self, name: str) -> Destination | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+
+class ConfigFileError(ValueError):
+    """The settings file is missing or is not a YAML mapping."""
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings.
+
+    Parameters
+    ----------
+    config
+        YAML file; if None, ``$LIVER_AGENT_CONFIG`` if set, else defaults and environment only.
+    overrides
+        Field values that win over every other source (used by tests).
+
+    Raises
+    ------
+    ConfigFileError
+        The file does not exist or is not a mapping.
+    pydantic.ValidationError
+        A value is invalid; the error names the field (``dicom.port``).
+    """
+    if config is None and os.environ.get(CONFIG_ENV):
+        config = Path(os.environ[CONFIG_ENV])
+    if config is not None:
+        _check_yaml_file(config)
+
+    class _FromFile(Settings):
+        _yaml_file: ClassVar[Path | None] = config
+
+    _FromFile.__name__ = _FromFile.__qualname__ = "Settings"
+    return _FromFile(**overrides)
+
+
+def _check_yaml_file(path: Path) -> None:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigFileError(f"settings file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"settings file {path} is not valid YAML: {err}") from err
+    if data is not None and not isinstance(data, dict):
+        raise ConfigFileError(f"settings file {path} must hold a mapping of setting groups")
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data with secrets shown as ``**********``."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,400 @@
+"""Queries and state transitions over the models: ingest rows, completion, job lifecycle.
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` and leaves committing to the
+caller, so one caller decides what is atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    Association,
+    AssociationStatus,
+    Instance,
+    Job,
+    JobEvent,
+    JobStage,
+    JobStatus,
+    Series,
+    Study,
+    StudyAssociation,
+    StudyStatus,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the database keeps of one received instance (no patient identifiers)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: str
+    size_bytes: int
+    accession_number: str | None = None
+    study_date: str | None = None
+    study_description: str | None = None
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+
+
+# --- associations -------------------------------------------------------------------------
+
+
+def open_association(
+    session: Session, *, calling_ae: str, called_ae: str, peer_host: str, protocol: str = "dimse"
+) -> int:
+    assoc = Association(
+        calling_ae=calling_ae, called_ae=called_ae, peer_host=peer_host, protocol=protocol
+    )
+    session.add(assoc)
+    session.flush()
+    return assoc.id
+
+
+def close_association(session: Session, association_id: int, status: AssociationStatus) -> None:
+    session.execute(
+        update(Association)
+        .where(Association.id == association_id, Association.status == AssociationStatus.OPEN)
+        .values(status=status, ended_at=utcnow())
+    )
+
+
+def abort_open_associations(session: Session) -> int:
+    """At start: associations left open by a previous process are over (aborted)."""
+    result = session.execute(
+        update(Association)
+        .where(Association.status == AssociationStatus.OPEN)
+        .values(status=AssociationStatus.ABORTED, ended_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- ingest -------------------------------------------------------------------------------
+
+
+def instance_exists(session: Session, sop_instance_uid: str) -> bool:
+    return session.scalar(
+        select(exists().where(Instance.sop_instance_uid == sop_instance_uid))
+    ) is True
+
+
+def record_instance(
+    session: Session,
+    record: InstanceRecord,
+    *,
+    association_id: int | None,
+    source_ae: str | None,
+) -> None:
+    """Insert the instance, creating or updating its study and series rows.
+
+    A study that was complete goes back to ``receiving``: when it completes again a new job
+    version is made. Raises ``IntegrityError`` if the SOP Instance UID exists already.
+    """
+    now = utcnow()
+    study = session.scalar(
+        select(Study).where(Study.study_instance_uid == record.study_instance_uid)
+    )
+    if study is None:
+        study = Study(
+            study_instance_uid=record.study_instance_uid,
+            accession_number=record.accession_number,
+            study_date=record.study_date,
+            study_description=record.study_description,
+            first_received_at=now,
+        )
+        session.add(study)
+        session.flush()
+    study.last_received_at = now
+    study.status = StudyStatus.RECEIVING
+    study.instance_count += 1
+    if source_ae:
+        study.source_ae = source_ae
+    series = session.scalar(
+        select(Series).where(Series.series_instance_uid == record.series_instance_uid)
+    )
+    if series is None:
+        series = Series(
+            study_id=study.id,
+            series_instance_uid=record.series_instance_uid,
+            modality=record.modality,
+            series_number=record.series_number,
+            series_description=record.series_description,
+        )
+        session.add(series)
+        session.flush()
+    elif series.study_id != study.id:
+        raise ValueError(
+            f"series {record.series_instance_uid} belongs to another study than "
+            f"{record.study_instance_uid}"
+        )
+    series.instance_count += 1
+    session.add(
+        Instance(
+            series_id=series.id,
+            sop_instance_uid=record.sop_instance_uid,
+            sop_class_uid=record.sop_class_uid,
+            transfer_syntax_uid=record.transfer_syntax_uid,
+            path=record.path,
+            size_bytes=record.size_bytes,
+            association_id=association_id,
+            received_at=now,
+        )
+    )
+    if association_id is not None:
+        session.execute(
+            update(Association)
+            .where(Association.id == association_id)
+            .values(instances_received=Association.instances_received + 1)
+        )
+        linked = session.scalar(
+            select(
+                exists().where(
+                    StudyAssociation.study_id == study.id,
+                    StudyAssociation.association_id == association_id,
+                )
+            )
+        )
+        if not linked:
+            session.add(StudyAssociation(study_id=study.id, association_id=association_id))
+    session.flush()
+
+
+def study_id_of(session: Session, study_instance_uid: str) -> int | None:
+    return session.scalar(select(Study.id).where(Study.study_instance_uid == study_instance_uid))
+
+
+# --- completion ---------------------------------------------------------------------------
+
+
+def studies_ready(
+    session: Session, *, now: dt.datetime, quiet_seconds: float, stable_seconds: float
+) -> Sequence[int]:
+    """Ids of receiving studies that meet the completion rule (DESIGN.md, data flow 2).
+
+    Complete when nothing arrived for ``quiet_seconds`` and no association that brought
+    instances of the study is still open, or when nothing arrived for ``stable_seconds``.
+    """
+    open_assoc = (
+        select(StudyAssociation.id)
+        .join(Association, Association.id == StudyAssociation.association_id)
+        .where(
+            StudyAssociation.study_id == Study.id,
+            Association.status == AssociationStatus.OPEN,
+        )
+        .exists()
+    )
+    quiet_before = now - dt.timedelta(seconds=quiet_seconds)
+    stable_before = now - dt.timedelta(seconds=stable_seconds)
+    return session.scalars(
+        select(Study.id)
+        .where(Study.status == StudyStatus.RECEIVING)
+        .where(
+            or_(
+                Study.last_received_at <= stable_before,
+                (Study.last_received_at <= quiet_before) & ~open_assoc,
+            )
+        )
+        .order_by(Study.last_received_at)
+    ).all()
+
+
+def complete_study(session: Session, study_id: int, *, rule: str) -> Job | None:
+    """Mark the study complete and queue a new job version for it.
+
+    The new job links to the previous version; a previous version still queued is cancelled
+    (superseded), since it would run on an incomplete study. Returns None when the study was
+    no longer receiving (another completer won).
+    """
+    now = utcnow()
+    won = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.status == StudyStatus.RECEIVING)
+        .values(status=StudyStatus.COMPLETE, completed_at=now)
+    )
+    if not getattr(won, "rowcount", 0):
+        return None
+    study = session.get_one(Study, study_id)
+    previous = session.scalar(
+        select(Job).where(Job.study_id == study_id).order_by(Job.version.desc()).limit(1)
+    )
+    job = Job(
+        study_id=study_id,
+        version=1 if previous is None else previous.version + 1,
+        previous_job_id=None if previous is None else previous.id,
+        status=JobStatus.QUEUED,
+        instance_count=study.instance_count,
+        created_at=now,
+    )
+    session.add(job)
+    session.flush()
+    if previous is None:
+        add_event(
+            session, job.id, "queued",
+            f"study complete ({rule}) with {study.instance_count} instances",
+            {"rule": rule},
+        )
+    else:
+        add_event(
+            session, job.id, "queued",
+            f"study complete again ({rule}) with {study.instance_count} instances; "
+            f"new version {job.version} of job {previous.id}",
+            {"rule": rule, "previous_job_id": previous.id},
+        )
+        if previous.status == JobStatus.QUEUED:
+            set_status(
+                session, previous, JobStatus.CANCELLED,
+                reason_code="superseded", reason=f"superseded by job {job.id}",
+            )
+        add_event(
+            session, previous.id, "superseded",
+            f"more instances arrived; job {job.id} (version {job.version}) replaces this one",
+            {"next_job_id": job.id},
+        )
+    return job
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def add_event(
+    session: Session, job_id: int, kind: str, message: str, data: dict[str, Any] | None = None
+) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
+
+
+def set_status(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    *,
+    reason_code: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Change a job's status and log it on the timeline."""
+    old = job.status
+    job.status = status
+    if reason_code is not None or reason is not None:
+        job.reason_code = reason_code
+        job.reason = reason
+    if status.is_final:
+        job.finished_at = utcnow()
+    message = f"{old} -> {status}" + (f": {reason}" if reason else "")
+    add_event(session, job.id, "status", message, {"from": str(old), "to": str(status),
+                                                    "reason_code": reason_code})
+
+
+def claim_next_job(session: Session, *, worker: str) -> Job | None:
+    """Atomically move the oldest queued job to ``running`` for this worker.
+
+    One UPDATE guarded by ``status = 'queued'`` decides the winner, so two workers (threads
+    or processes) never claim the same job.
+    """
+    now = utcnow()
+    for _ in range(5):
+        candidate = session.scalar(
+            select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1)
+        )
+        if candidate is None:
+            return None
+        won = session.execute(
+            update(Job)
+            .where(Job.id == candidate, Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.RUNNING,
+                worker=worker,
+                started_at=now,
+                heartbeat_at=now,
+                attempts=Job.attempts + 1,
+            )
+        )
+        if getattr(won, "rowcount", 0):
+            job = session.get_one(Job, candidate, populate_existing=True)
+            add_event(session, job.id, "status", f"queued -> running (worker {worker})",
+                      {"from": "queued", "to": "running", "worker": worker})
+            return job
+    return None
+
+
+def heartbeat(session: Session, job_id: int) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+
+
+def requeue_stale_jobs(session: Session, *, older_than: dt.datetime) -> list[int]:
+    """Running jobs whose worker stopped beating go back to the queue."""
+    stale = session.scalars(
+        select(Job).where(
+            Job.status == JobStatus.RUNNING,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < older_than),
+        )
+    ).all()
+    for job in stale:
+        set_status(session, job, JobStatus.QUEUED, reason_code="worker_lost",
+                   reason=f"worker {job.worker} stopped; re-queued")
+    return [j.id for j in stale]
+
+
+def record_stage(session: Session, job_id: int, stage: str, seconds: float) -> None:
+    session.add(JobStage(job_id=job_id, stage=stage, seconds=seconds))
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: JobStatus | None = None,
+    study_instance_uid: str | None = None,
+    accession_number: str | None = None,
+    created_from: dt.datetime | None = None,
+    created_to: dt.datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[Sequence[Job], int]:
+    """Jobs, newest first, with the total count matching the filters."""
+    query = select(Job).join(Study, Study.id == Job.study_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if study_instance_uid:
+        query = query.where(Study.study_instance_uid == study_instance_uid)
+    if accession_number:
+        query = query.where(Study.accession_number == accession_number)
+    if created_from is not None:
+        query = query.where(Job.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(Job.created_at < created_to)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    return jobs, int(total)
+
+
+def list_studies(session: Session, *, limit: int = 100, offset: int = 0) -> Sequence[Study]:
+    return session.scalars(
+        select(Study).order_by(Study.last_received_at.desc()).limit(limit).offset(offset)
+    ).all()
+
+
+def instance_paths(session: Session, study_id: int) -> list[str]:
+    """Spool-relative paths of every instance of the study."""
+    return list(
+        session.scalars(
+            select(Instance.path)
+            .join(Series, Series.id == Instance.series_id)
+            .where(Series.study_id == study_id)
+            .order_by(Instance.id)
+        ).all()
+    )
+
+
+def count_jobs_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {str(s): int(n) for s, n in rows}
