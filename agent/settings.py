@@ -24,7 +24,9 @@ from pydantic_settings import (
 CONFIG_ENV = "LIVER_AGENT_CONFIG"
 ENV_PREFIX = "LIVER_AGENT__"
 
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
+_AE_TITLE = re.compile(
+    r"^[\x20-\x5b\x5d-\x7e]{1,16}$"
+)  # PS3.5 AE VR: no backslash, no control chars
 
 
 def _check_ae_title(value: str) -> str:
@@ -129,10 +131,9 @@ class ModelSettings(_Group):
     classification: Path | None = Field(default=None, description="classification bundle folder")
     device: Device = Device.AUTO
     cache_dir: Path = Field(
-        default_factory=lambda: Path(
-            os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
-        )
-        / "liver-agent",
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "liver-agent"
+        ),
         description="where the demo bundle is built and kept",
     )
 
@@ -162,7 +163,9 @@ class PipelineSettings(_Group):
 class WorkerSettings(_Group):
     """Threads that run queued jobs."""
 
-    threads: int = Field(default=1, ge=1, le=64)
+    threads: int = Field(
+        default=1, ge=0, le=64, description="0: receive only (another node runs the jobs)"
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
         default=120.0, gt=0, description="re-queue a running job whose heartbeat is older"

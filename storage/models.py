@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -51,7 +51,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dt.datetime: UTCDateTime(),
+        dict[str, Any]: JSON,
+    }
 
 
 class StudyStatus(StrEnum):
@@ -198,6 +201,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
 
     # result of the pipeline
+    evaluated: Mapped[bool | None] = mapped_column(Boolean, doc="None until the pipeline ran")
     series_instance_uid: Mapped[str | None] = mapped_column(UID)
     slice_index: Mapped[int | None]
     slice_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
@@ -272,10 +276,25 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     destination: Mapped[str] = mapped_column(String(64))
-    kinds: Mapped[str] = mapped_column(String(128), doc="comma-separated output kinds to send")
     status: Mapped[DeliveryStatus] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     done_at: Mapped[dt.datetime | None]
+
+    items: Mapped[list[DeliveryItem]] = relationship(order_by="DeliveryItem.id")
+
+
+class DeliveryItem(Base):
+    """One output to send in a delivery; ``sent_at`` is set once the destination took it."""
+
+    __tablename__ = "delivery_items"
+    __table_args__ = (UniqueConstraint("delivery_id", "output_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id"), index=True)
+    sent_at: Mapped[dt.datetime | None]
+
+    output: Mapped[Output] = relationship()

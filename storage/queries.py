@@ -85,9 +85,10 @@ def abort_open_associations(session: Session) -> int:
 
 
 def instance_exists(session: Session, sop_instance_uid: str) -> bool:
-    return session.scalar(
-        select(exists().where(Instance.sop_instance_uid == sop_instance_uid))
-    ) is True
+    return (
+        session.scalar(select(exists().where(Instance.sop_instance_uid == sop_instance_uid)))
+        is True
+    )
 
 
 def record_instance(
@@ -241,24 +242,33 @@ def complete_study(session: Session, study_id: int, *, rule: str) -> Job | None:
     session.flush()
     if previous is None:
         add_event(
-            session, job.id, "queued",
+            session,
+            job.id,
+            "queued",
             f"study complete ({rule}) with {study.instance_count} instances",
             {"rule": rule},
         )
     else:
         add_event(
-            session, job.id, "queued",
+            session,
+            job.id,
+            "queued",
             f"study complete again ({rule}) with {study.instance_count} instances; "
             f"new version {job.version} of job {previous.id}",
             {"rule": rule, "previous_job_id": previous.id},
         )
         if previous.status == JobStatus.QUEUED:
             set_status(
-                session, previous, JobStatus.CANCELLED,
-                reason_code="superseded", reason=f"superseded by job {job.id}",
+                session,
+                previous,
+                JobStatus.CANCELLED,
+                reason_code="superseded",
+                reason=f"superseded by job {job.id}",
             )
         add_event(
-            session, previous.id, "superseded",
+            session,
+            previous.id,
+            "superseded",
             f"more instances arrived; job {job.id} (version {job.version}) replaces this one",
             {"next_job_id": job.id},
         )
@@ -291,8 +301,13 @@ def set_status(
     if status.is_final:
         job.finished_at = utcnow()
     message = f"{old} -> {status}" + (f": {reason}" if reason else "")
-    add_event(session, job.id, "status", message, {"from": str(old), "to": str(status),
-                                                    "reason_code": reason_code})
+    add_event(
+        session,
+        job.id,
+        "status",
+        message,
+        {"from": str(old), "to": str(status), "reason_code": reason_code},
+    )
 
 
 def claim_next_job(session: Session, *, worker: str) -> Job | None:
@@ -321,8 +336,13 @@ def claim_next_job(session: Session, *, worker: str) -> Job | None:
         )
         if getattr(won, "rowcount", 0):
             job = session.get_one(Job, candidate, populate_existing=True)
-            add_event(session, job.id, "status", f"queued -> running (worker {worker})",
-                      {"from": "queued", "to": "running", "worker": worker})
+            add_event(
+                session,
+                job.id,
+                "status",
+                f"queued -> running (worker {worker})",
+                {"from": "queued", "to": "running", "worker": worker},
+            )
             return job
     return None
 
@@ -340,8 +360,13 @@ def requeue_stale_jobs(session: Session, *, older_than: dt.datetime) -> list[int
         )
     ).all()
     for job in stale:
-        set_status(session, job, JobStatus.QUEUED, reason_code="worker_lost",
-                   reason=f"worker {job.worker} stopped; re-queued")
+        set_status(
+            session,
+            job,
+            JobStatus.QUEUED,
+            reason_code="worker_lost",
+            reason=f"worker {job.worker} stopped; re-queued",
+        )
     return [j.id for j in stale]
 
 

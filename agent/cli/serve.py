@@ -1,9 +1,48 @@
-"""CLI commands (being written; registered by agent.cli)."""
+"""``liver-agent serve``: run the agent until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from types import FrameType
+
 import typer
+
+from agent.cli._common import ConfigOption, console, settings_or_exit
+from agent.logs import configure_logging
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    @app.command("serve")
+    def serve(config: ConfigOption = None) -> None:
+        """Run the agent: DICOM SCP, study completion, workers, deliveries, HTTP."""
+        from agent.service import AgentService
+
+        settings = settings_or_exit(config)
+        configure_logging(settings.logging.level, settings.logging.format.value)
+        service = AgentService(settings)
+        stop = threading.Event()
+
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        service.start()
+        d = settings.dicom
+        console.print(
+            f"liver-agent listening: DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:"
+            f"{service.scp.port}"
+            + (
+                f", HTTP on http://{settings.http.host}:{settings.http.port}/"
+                if settings.http.enabled
+                else ""
+            )
+            + f"; database {settings.database.url}; spool {settings.spool.path}",
+            highlight=False,
+        )
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            service.stop()

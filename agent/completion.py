@@ -1,0 +1,61 @@
+"""Study completion: a scheduled check that turns quiet studies into queued jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.metrics import Metrics
+from agent.settings import CompletionSettings
+from storage import queries
+from storage.models import Study, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def complete_ready_studies(
+    sessions: sessionmaker[Session],
+    settings: CompletionSettings,
+    metrics: Metrics,
+    on_queued: Callable[[], None] | None = None,
+) -> list[int]:
+    """Queue a job for every study that meets the completion rule; return the job ids.
+
+    Rule (DESIGN.md, data flow 2): the associations that brought the study were released and
+    nothing arrived for ``quiet_seconds``, or nothing arrived for ``stable_seconds``.
+    """
+    now = utcnow()
+    created: list[int] = []
+    with sessions() as session:
+        ready = queries.studies_ready(
+            session,
+            now=now,
+            quiet_seconds=settings.quiet_seconds,
+            stable_seconds=settings.stable_seconds,
+        )
+    for study_id in ready:
+        with sessions.begin() as session:
+            study = session.get_one(Study, study_id)
+            age = (now - study.last_received_at).total_seconds()
+            rule = (
+                f"stable for {settings.stable_seconds:g} s"
+                if age >= settings.stable_seconds
+                else f"quiet for {settings.quiet_seconds:g} s after association release"
+            )
+            job = queries.complete_study(session, study_id, rule=rule)
+            if job is None:
+                continue
+            created.append(job.id)
+            logger.info(
+                "study %s complete (%s): job %s version %s queued",
+                study.study_instance_uid,
+                rule,
+                job.id,
+                job.version,
+            )
+        metrics.studies_completed.inc()
+    if created and on_queued is not None:
+        on_queued()
+    return created

@@ -1,0 +1,320 @@
+"""Delivery of result objects to destinations (C-STORE SCU or STOW-RS), with retries on a
+back-off schedule, a dead state after the last try, and job completion when all are done."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.errors import ExportError
+from agent.metrics import Metrics
+from agent.settings import Destination, Settings
+from storage import queries
+from storage.models import (
+    Delivery,
+    DeliveryItem,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    Output,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+
+
+def send_dimse(destination: Destination, files: Sequence[Path], *, calling_ae: str) -> list[str]:
+    """C-STORE the files to a DICOM node over one association; return the SOP UIDs sent.
+
+    Raises
+    ------
+    ExportError
+        Association refused or failed, or a C-STORE answered other than success.
+    """
+    if destination.ae_title is None or destination.host is None or destination.port is None:
+        raise ExportError("destination_invalid", f"{destination.name} is not a DICOM node")
+    datasets = [dcmread(path) for path in files]
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        syntaxes = sorted(
+            {str(ds.file_meta.TransferSyntaxUID) for ds in datasets if ds.SOPClassUID == sop_class}
+            | {_EXPLICIT_LE, _IMPLICIT_LE}
+        )
+        ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        raise ExportError(
+            "association_failed",
+            f"{destination.ae_title}@{destination.host}:{destination.port} did not accept an "
+            "association (down, or our AE title not allowed there)",
+        )
+    sent: list[str] = []
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = getattr(status, "Status", None)
+            if code is None:
+                raise ExportError(
+                    "store_no_response", f"no C-STORE response for {ds.SOPInstanceUID}"
+                )
+            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
+                raise ExportError(
+                    "store_refused", f"C-STORE of {ds.SOPInstanceUID} answered 0x{code:04X}"
+                )
+            sent.append(str(ds.SOPInstanceUID))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return sent
+
+
+def send_stow(destination: Destination, files: Sequence[Path]) -> list[str]:
+    """STOW-RS the files (dicomweb-client); return the SOP UIDs stored."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    assert destination.stow_url
+    session = requests.Session()
+    if destination.token is not None:
+        session.headers["Authorization"] = f"Bearer {destination.token.get_secret_value()}"
+    elif destination.username is not None:
+        password = destination.password.get_secret_value() if destination.password else ""
+        session.auth = (destination.username, password)
+    client = DICOMwebClient(url=destination.stow_url, session=session)
+    datasets: list[Dataset] = [dcmread(path) for path in files]
+    try:
+        response = client.store_instances(datasets=datasets)
+    except requests.RequestException as err:
+        raise ExportError(
+            "stow_failed", f"STOW-RS to {destination.stow_url} failed: {err}"
+        ) from err
+    failed = response.get("FailedSOPSequence") if response is not None else None
+    if failed:
+        reasons = ", ".join(
+            f"{item.get('ReferencedSOPInstanceUID', '?')}: "
+            f"0x{int(item.get('FailureReason', 0)):04X}"
+            for item in failed
+        )
+        raise ExportError("stow_refused", f"STOW-RS refused instances: {reasons}")
+    return [str(ds.SOPInstanceUID) for ds in datasets]
+
+
+class Deliverer:
+    """Sends due deliveries and keeps job states in step."""
+
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker[Session], metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.metrics = metrics
+
+    def deliver_due(self) -> int:
+        """Attempt every delivery whose next attempt time has come; return how many."""
+        now = utcnow()
+        with self.sessions() as session:
+            due = session.scalars(
+                select(Delivery.id)
+                .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+                .order_by(Delivery.next_attempt_at)
+            ).all()
+        count = 0
+        for delivery_id in due:
+            if self._claim(delivery_id):
+                self.attempt(delivery_id)
+                count += 1
+        return count
+
+    def _claim(self, delivery_id: int) -> bool:
+        with self.sessions.begin() as session:
+            won = session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING)
+                .values(status=DeliveryStatus.SENDING)
+            )
+            return bool(getattr(won, "rowcount", 0))
+
+    def attempt(self, delivery_id: int) -> None:
+        """One attempt: send the items not yet sent; record the outcome and the next try."""
+        with self.sessions() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            destination = self.settings.destination(delivery.destination)
+            pending = [(item.id, item.output) for item in delivery.items if item.sent_at is None]
+            job_id = delivery.job_id
+        error: ExportError | None = None
+        sent_uids: list[str] = []
+        if destination is None:
+            error = ExportError(
+                "destination_unknown",
+                f"destination {delivery.destination!r} is no longer in the settings",
+            )
+        else:
+            files = [Path(output.path) for _, output in pending if output.path]
+            missing = [
+                o.sop_instance_uid for _, o in pending if not o.path or not Path(o.path).exists()
+            ]
+            if missing:
+                error = ExportError("output_missing", f"result files missing: {', '.join(missing)}")
+            else:
+                try:
+                    if destination.is_dimse:
+                        sent_uids = send_dimse(
+                            destination, files, calling_ae=self.settings.dicom.ae_title
+                        )
+                    else:
+                        sent_uids = send_stow(destination, files)
+                except ExportError as err:
+                    error = err
+                except OSError as err:
+                    error = ExportError("send_failed", f"{type(err).__name__}: {err}")
+        self._record(delivery_id, job_id, pending, sent_uids, error)
+
+    def _record(
+        self,
+        delivery_id: int,
+        job_id: int,
+        pending: list[tuple[int, Output]],
+        sent_uids: list[str],
+        error: ExportError | None,
+    ) -> None:
+        now = utcnow()
+        with self.sessions.begin() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            delivery.attempts += 1
+            sent = set(sent_uids)
+            for item_id, output in pending:
+                if output.sop_instance_uid in sent:
+                    session.get_one(DeliveryItem, item_id).sent_at = now
+            name = delivery.destination
+            if error is None:
+                delivery.status = DeliveryStatus.DONE
+                delivery.done_at = now
+                delivery.last_error = None
+                delivery.next_attempt_at = None
+                self.metrics.delivery_attempts.labels(name, "success").inc()
+                queries.add_event(
+                    session,
+                    job_id,
+                    "delivered",
+                    f"{len(pending)} objects delivered to {name} (attempt {delivery.attempts})",
+                    {"destination": name, "attempt": delivery.attempts},
+                )
+                logger.info("job %s: delivered to %s", job_id, name)
+            else:
+                self.metrics.delivery_attempts.labels(name, "failure").inc()
+                self.metrics.delivery_failures.labels(name).inc()
+                delivery.last_error = f"{error.code}: {error.message}"
+                schedule = self.settings.delivery.retry_seconds
+                if delivery.attempts <= len(schedule):
+                    wait = schedule[delivery.attempts - 1]
+                    delivery.status = DeliveryStatus.PENDING
+                    delivery.next_attempt_at = now + dt.timedelta(seconds=wait)
+                    message = f"delivery to {name} failed ({error.message}); retry in {wait:g} s"
+                else:
+                    delivery.status = DeliveryStatus.DEAD
+                    delivery.next_attempt_at = None
+                    message = (
+                        f"delivery to {name} failed ({error.message}); dead after "
+                        f"{delivery.attempts} attempts (`liver-agent jobs retry {job_id}`)"
+                    )
+                queries.add_event(
+                    session,
+                    job_id,
+                    "delivery_failed",
+                    message,
+                    {"destination": name, "attempt": delivery.attempts, "code": error.code},
+                )
+                logger.warning("job %s: %s", job_id, message)
+            session.flush()
+            finished = update_job_after_delivery(session, job_id)
+        if finished is not None:
+            self.metrics.jobs_finished.labels(finished.value).inc()
+
+
+def update_job_after_delivery(session: Session, job_id: int) -> JobStatus | None:
+    """Move a delivering job to its final state once no delivery is pending or sending.
+
+    done (or not_evaluated) when every delivery is done; failed when any is dead.
+    Returns the new final state, or None if the job stays as it is.
+    """
+    job = session.get_one(Job, job_id)
+    if job.status != JobStatus.DELIVERING:
+        return None
+    statuses = set(session.scalars(select(Delivery.status).where(Delivery.job_id == job_id)).all())
+    if statuses & {DeliveryStatus.PENDING, DeliveryStatus.SENDING}:
+        return None
+    if DeliveryStatus.DEAD in statuses:
+        queries.set_status(
+            session,
+            job,
+            JobStatus.FAILED,
+            reason_code="delivery_dead",
+            reason="a delivery failed after its last retry",
+        )
+        return JobStatus.FAILED
+    final = JobStatus.DONE if job.evaluated else JobStatus.NOT_EVALUATED
+    queries.set_status(session, job, final)
+    return final
+
+
+def retry_job(session: Session, job_id: int) -> str:
+    """Manual retry (``liver-agent jobs retry``, ``POST /api/jobs/{id}/retry``).
+
+    - deliveries that are dead or cancelled go back to pending, due now;
+    - a finished job whose deliveries were all done sends them all again (an admin asked);
+    - a job without deliveries that failed, was cancelled or finished is queued to run again.
+    Returns a sentence saying what was done.
+    """
+    job = session.get_one(Job, job_id)
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        raise ExportError("not_retryable", f"job {job_id} is {job.status}: nothing to retry")
+    deliveries = session.scalars(select(Delivery).where(Delivery.job_id == job_id)).all()
+    again = [d for d in deliveries if d.status in (DeliveryStatus.DEAD, DeliveryStatus.CANCELLED)]
+    if not again and job.status in (JobStatus.DONE, JobStatus.NOT_EVALUATED):
+        again = list(deliveries)
+        for d in again:
+            for item in d.items:
+                item.sent_at = None
+    if again:
+        for d in again:
+            d.status = DeliveryStatus.PENDING
+            d.next_attempt_at = utcnow()
+            d.attempts = 0
+        job.finished_at = None
+        queries.set_status(session, job, JobStatus.DELIVERING, reason_code=None, reason=None)
+        names = ", ".join(d.destination for d in again)
+        queries.add_event(session, job_id, "retry", f"manual retry: sending to {names}", None)
+        return f"{len(again)} deliveries re-queued ({names})"
+    if deliveries:
+        raise ExportError("not_retryable", f"job {job_id}: its deliveries are still under way")
+    job.finished_at = None
+    job.reason_code = job.reason = None
+    queries.set_status(session, job, JobStatus.QUEUED)
+    queries.add_event(session, job_id, "retry", "manual retry: job queued to run again", None)
+    return "job re-queued"
+
+
+def cancel_job(session: Session, job_id: int) -> str:
+    """Cancel a job that has not finished; pending deliveries are cancelled too."""
+    job = session.get_one(Job, job_id)
+    if job.status.is_final:
+        raise ExportError("not_cancellable", f"job {job_id} is already {job.status}")
+    for d in session.scalars(select(Delivery).where(Delivery.job_id == job_id)).all():
+        if d.status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING):
+            d.status = DeliveryStatus.CANCELLED
+    queries.set_status(
+        session, job, JobStatus.CANCELLED, reason_code="cancelled", reason="cancelled by an admin"
+    )
+    return "job cancelled"

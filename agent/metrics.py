@@ -1,0 +1,77 @@
+"""Prometheus metrics of one agent process, in a registry of its own (made in main)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The agent's counters, histograms and gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.instances_received = Counter(
+            "liver_agent_instances_received",
+            "Instances received and stored durably",
+            ["protocol"],
+            registry=r,
+        )
+        self.instances_duplicate = Counter(
+            "liver_agent_instances_duplicate",
+            "Instances received again (same SOP Instance UID), acknowledged without a write",
+            ["protocol"],
+            registry=r,
+        )
+        self.instances_rejected = Counter(
+            "liver_agent_instances_rejected",
+            "Instances refused with a failure status",
+            ["protocol", "reason"],
+            registry=r,
+        )
+        self.associations_rejected = Counter(
+            "liver_agent_associations_rejected",
+            "Associations rejected (allow-list, called AE)",
+            ["reason"],
+            registry=r,
+        )
+        self.studies_completed = Counter(
+            "liver_agent_studies_completed", "Studies that met the completion rule", registry=r
+        )
+        self.jobs_finished = Counter(
+            "liver_agent_jobs_finished", "Jobs that reached a final state", ["status"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "liver_agent_stage_seconds",
+            "Duration of pipeline and job stages",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.delivery_attempts = Counter(
+            "liver_agent_delivery_attempts",
+            "Delivery attempts by destination and outcome",
+            ["destination", "outcome"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "liver_agent_delivery_failures",
+            "Failed delivery attempts by destination",
+            ["destination"],
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "liver_agent_spool_bytes", "Bytes of instances in the spool", registry=r
+        )
+        self.queue_depth = Gauge("liver_agent_queue_depth", "Jobs waiting (queued)", registry=r)
+
+    def set_queue_depth_source(self, source: Callable[[], float]) -> None:
+        """Read the queue depth at scrape time."""
+        self.queue_depth.set_function(source)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,181 @@
+"""The DICOM SCP the PACS sends to: C-ECHO and C-STORE for all storage SOP classes.
+
+Handlers only take data in (STYLE.md, after pynetdicom's storescp): the association checks,
+then :class:`agent.ingest.Ingestor` for each instance. Everything else happens elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, cast
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from agent.dicom_status import AssociationReject, StoreStatus
+from agent.errors import IngestError
+from agent.ingest import Ingestor
+from agent.metrics import Metrics
+from agent.settings import DicomSettings
+from storage.models import AssociationStatus
+
+logger = logging.getLogger(__name__)
+
+
+def caller_allowed(settings: DicomSettings, calling_ae: str, host: str) -> bool:
+    """Whether the allow-list (when enabled) admits this calling AE from this host."""
+    if not settings.allow_list_enabled:
+        return True
+    return any(
+        entry.ae_title == calling_ae and (entry.host is None or entry.host == host)
+        for entry in settings.allowed_callers
+    )
+
+
+class StorageSCP:
+    """A pynetdicom server bound to the agent's AE title and port.
+
+    Parameters
+    ----------
+    settings
+        The ``dicom`` settings group.
+    ingestor
+        Takes each received instance in.
+    metrics
+        Counters for rejected associations.
+    on_association_end
+        Called after an association that stored instances ends (lets completion run early).
+    """
+
+    def __init__(
+        self,
+        settings: DicomSettings,
+        ingestor: Ingestor,
+        metrics: Metrics,
+        on_association_end: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.ingestor = ingestor
+        self.metrics = metrics
+        self.on_association_end = on_association_end
+        self._server: Any = None
+        self._assoc_ids: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        ae.maximum_pdu_size = 0  # unlimited
+        ae.maximum_associations = s.max_associations
+        ae.require_called_aet = s.require_called_ae
+        ae.acse_timeout = s.acse_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.network_timeout = s.network_timeout
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        return ae
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when settings ask for port 0)."""
+        if self._server is None:
+            return self.settings.port
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+        ]
+        self._server = self.ae.start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+        )
+        logger.info(
+            "DICOM SCP %s listening on %s:%s", self.settings.ae_title, self.settings.host, self.port
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # handlers -------------------------------------------------------------------------------
+
+    def _on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title if primitive else assoc.requestor.ae_title)
+        calling = calling.strip()
+        host = str(assoc.requestor.address)
+        if not caller_allowed(self.settings, calling, host):
+            logger.warning("rejected association from %s@%s: not on the allow-list", calling, host)
+            self.metrics.associations_rejected.labels("calling_ae_not_allowed").inc()
+            assoc.acse.send_reject(
+                AssociationReject.RESULT_PERMANENT,
+                AssociationReject.SOURCE_SERVICE_USER,
+                AssociationReject.DIAG_CALLING_AE_NOT_RECOGNISED,
+            )
+            assoc.kill()  # as pynetdicom's own rejection does: lets the DUL send the A-ASSOCIATE-RJ
+
+    def _association_id(self, assoc: Association) -> int:
+        key = id(assoc)
+        with self._lock:
+            found = self._assoc_ids.get(key)
+        if found is not None:
+            return found
+        new_id = self.ingestor.begin(
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            called_ae=str(assoc.acceptor.ae_title).strip(),
+            peer_host=str(assoc.requestor.address),
+            protocol="dimse",
+        )
+        with self._lock:
+            self._assoc_ids[key] = new_id
+        return new_id
+
+    def _on_store(self, event: evt.Event) -> int:
+        assoc = event.assoc
+        request = cast(C_STORE, event.request)
+        try:
+            association_id = self._association_id(assoc)
+            self.ingestor.store(
+                event.encoded_dataset(include_meta=True),
+                association_id=association_id,
+                source_ae=str(assoc.requestor.ae_title).strip(),
+                protocol="dimse",
+                expected_sop_class_uid=str(request.AffectedSOPClassUID),
+                expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            )
+        except IngestError as err:
+            return int(err.status)
+        return int(StoreStatus.SUCCESS)
+
+    def _finish(self, assoc: Association, status: AssociationStatus) -> None:
+        with self._lock:
+            association_id = self._assoc_ids.pop(id(assoc), None)
+        if association_id is None:
+            return
+        try:
+            self.ingestor.end(association_id, status)
+        finally:
+            if self.on_association_end is not None:
+                self.on_association_end()
+
+    def _on_released(self, event: evt.Event) -> None:
+        self._finish(event.assoc, AssociationStatus.RELEASED)
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        self._finish(event.assoc, AssociationStatus.ABORTED)
+
+    def _on_closed(self, event: evt.Event) -> None:
+        # connection closed without release or abort (peer vanished)
+        self._finish(event.assoc, AssociationStatus.ABORTED)

@@ -1,0 +1,213 @@
+"""The running agent: wires settings, database, spool, SCP, scheduler, workers and HTTP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.completion import complete_ready_studies
+from agent.delivery import Deliverer
+from agent.ingest import Ingestor
+from agent.metrics import Metrics
+from agent.models import ModelProvider
+from agent.retention import clean_results
+from agent.scp import StorageSCP
+from agent.settings import Settings
+from agent.worker import Worker
+from storage import queries
+from storage.db import make_engine, make_sessionmaker, upgrade
+from storage.models import Instance, Job, JobStatus, utcnow
+from storage.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentContext:
+    """What the edges (SCP, HTTP) and the CLI share in one process."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    spool: Spool
+    metrics: Metrics
+    ingestor: Ingestor
+    models: ModelProvider
+    wake_workers: threading.Event = field(default_factory=threading.Event)
+
+
+def open_context(settings: Settings, *, migrate: bool = True) -> AgentContext:
+    """Open the database (applying migrations) and the spool."""
+    engine = make_engine(
+        settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
+    )
+    if migrate:
+        upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    spool = Spool(settings.spool.path)
+    metrics = Metrics()
+    ingestor = Ingestor(spool, sessions, metrics, min_free_bytes=settings.spool.min_free_mb * 2**20)
+    return AgentContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        spool=spool,
+        metrics=metrics,
+        ingestor=ingestor,
+        models=ModelProvider(settings.model),
+    )
+
+
+class AgentService:
+    """``liver-agent serve``: everything that runs in the agent process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ctx = open_context(settings)
+        self.stop_event = threading.Event()
+        self.scp = StorageSCP(
+            settings.dicom,
+            self.ctx.ingestor,
+            self.ctx.metrics,
+            on_association_end=self._check_completion,
+        )
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.deliverer = Deliverer(settings, self.ctx.sessions, self.ctx.metrics)
+        self._threads: list[threading.Thread] = []
+        self.http: Any = None
+
+    def _check_completion(self) -> None:
+        complete_ready_studies(
+            self.ctx.sessions,
+            self.settings.completion,
+            self.ctx.metrics,
+            on_queued=self.ctx.wake_workers.set,
+        )
+
+    def _recover(self) -> None:
+        """After a crash or restart: close dangling associations, re-queue orphaned jobs,
+        drop temporary spool files, put interrupted deliveries back to pending."""
+        from sqlalchemy import update
+
+        from storage.models import Delivery, DeliveryStatus
+
+        removed = self.ctx.spool.remove_temporaries()
+        with self.ctx.sessions.begin() as session:
+            aborted = queries.abort_open_associations(session)
+            requeued = queries.requeue_stale_jobs(session, older_than=utcnow())
+            session.execute(
+                update(Delivery)
+                .where(Delivery.status == DeliveryStatus.SENDING)
+                .values(status=DeliveryStatus.PENDING, next_attempt_at=utcnow())
+            )
+            spool_bytes = session.scalar(select(func.coalesce(func.sum(Instance.size_bytes), 0)))
+        self.ctx.metrics.spool_bytes.set(float(spool_bytes or 0))
+        if removed or aborted or requeued:
+            logger.info(
+                "recovered: %s temporary spool files removed, %s associations closed, "
+                "jobs re-queued: %s",
+                removed,
+                aborted,
+                requeued or "none",
+            )
+
+    def _queue_depth(self) -> float:
+        with self.ctx.sessions() as session:
+            n = session.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED))
+        return float(n or 0)
+
+    def _requeue_stale(self) -> None:
+        import datetime as dt
+
+        older = utcnow() - dt.timedelta(seconds=self.settings.worker.stale_after_seconds)
+        with self.ctx.sessions.begin() as session:
+            ids = queries.requeue_stale_jobs(session, older_than=older)
+        if ids:
+            logger.warning("re-queued jobs whose worker stopped: %s", ids)
+            self.ctx.wake_workers.set()
+
+    def start(self) -> None:
+        self._recover()
+        self.ctx.metrics.set_queue_depth_source(self._queue_depth)
+        if self.settings.worker.threads > 0:
+            self.ctx.models.start()
+        s = self.settings
+        self.scheduler.add_job(
+            self._check_completion,
+            "interval",
+            seconds=s.completion.poll_seconds,
+            id="completion",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self.deliverer.deliver_due,
+            "interval",
+            seconds=s.delivery.poll_seconds,
+            id="delivery",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self._requeue_stale,
+            "interval",
+            seconds=max(s.worker.heartbeat_seconds, 5.0),
+            id="stale-jobs",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            lambda: clean_results(self.ctx.sessions, s.results.retention_days),
+            "interval",
+            hours=1,
+            id="retention",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
+        self.scheduler.start()
+        host = socket.gethostname()
+        for n in range(s.worker.threads):
+            worker = Worker(
+                s,
+                self.ctx.sessions,
+                self.ctx.spool,
+                self.ctx.models,
+                self.ctx.metrics,
+                self.ctx.wake_workers,
+                name=f"{host}:{os.getpid()}:{n}",
+            )
+            thread = threading.Thread(
+                target=worker.run_forever,
+                args=(self.stop_event,),
+                name=f"worker-{n}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        if s.http.enabled:
+            from agent.http.server import HttpServer
+
+            self.http = HttpServer(self.ctx)
+            self.http.start()
+        self.scp.start()
+
+    def stop(self) -> None:
+        logger.info("stopping")
+        self.scp.stop()
+        self.stop_event.set()
+        self.ctx.wake_workers.set()
+        self.scheduler.shutdown(wait=False)
+        if self.http is not None:
+            self.http.stop()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.ctx.engine.dispose()
