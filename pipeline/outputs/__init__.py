@@ -1,0 +1,25 @@
+"""Result objects for the viewer: DICOM SEG, TID 1500 SR, "not evaluated" SR, Secondary Capture."""
+
+from pipeline.outputs.api import (
+    KINDS,
+    OutputOptions,
+    ResultObject,
+    build_outputs,
+    write_outputs,
+)
+from pipeline.outputs.not_evaluated import build_not_evaluated_sr
+from pipeline.outputs.sc import build_sc
+from pipeline.outputs.seg import build_seg
+from pipeline.outputs.sr import build_sr
+
+__all__ = [
+    "KINDS",
+    "OutputOptions",
+    "ResultObject",
+    "build_not_evaluated_sr",
+    "build_outputs",
+    "build_sc",
+    "build_seg",
+    "build_sr",
+    "write_outputs",
+]

@@ -1,0 +1,154 @@
+"""The "not evaluated" Comprehensive SR: says in words that the study was not analysed, and why.
+
+Structure (no template claimed; laid out like TID 1500 so it sits next to normal reports):
+root CONTAINER DCM 126000 "Imaging Measurement Report" with language (TID 1204), observer
+context = device (TID 1001/1004), procedure reported, and a CONTAINER UMLS C0034375 "Qualitative
+Evaluations" holding TEXT DCM 121071 "Finding" = "Not evaluated: <reason>" (modified by the
+TID 4019 algorithm identification) and TEXT comments. It holds no finding code and no
+measurement, so no reader can take it for a negative result.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import highdicom as hd
+from highdicom.sr.templates import DEFAULT_LANGUAGE
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from pipeline.outputs.common import (
+    MANUFACTURER,
+    RESEARCH_USE_ONLY,
+    SERIES_NUMBERS,
+    algorithm_identification,
+    contributing_equipment,
+    device_serial_number,
+    is_demo,
+    model_name,
+    series_description,
+    software_versions,
+    stamp_identity,
+    with_patient_study,
+)
+from pipeline.outputs.text import (
+    QUALITATIVE_EVALUATIONS,
+    device_observation_context,
+    models_sentence,
+    text_item,
+)
+from pipeline.types import ModelInfo, PipelineResult
+
+logger = logging.getLogger(__name__)
+
+NOT_EVALUATED_PREFIX = "Not evaluated: "
+
+
+def not_evaluated_sentence(result: PipelineResult) -> str:
+    """E.g. "Not evaluated: no axial T2-weighted series in the study"."""
+    reason = (result.reason or "").strip() or "no reason was recorded"
+    return NOT_EVALUATED_PREFIX + reason
+
+
+def _algorithm(result: PipelineResult, software_version: str) -> hd.sr.AlgorithmIdentification:
+    model = result.classification_model or result.segmentation_model
+    if model is None:
+        return hd.sr.AlgorithmIdentification(
+            name=MANUFACTURER,
+            version=software_version,
+            family=codes.DCM.ArtificialIntelligence,
+            manufacturer=MANUFACTURER,
+        )
+    return algorithm_identification(model)
+
+
+def build_not_evaluated_sr(
+    result: PipelineResult, *, software_version: str
+) -> hd.sr.ComprehensiveSR:
+    """Build the SR that says a study was not evaluated and why.
+
+    Parameters
+    ----------
+    result
+        A pipeline result with ``evaluated`` False; ``reason`` is written as given.
+    software_version
+        liver-agent version written in Software Versions and, without a model, in TID 4019.
+
+    Returns
+    -------
+    highdicom.sr.ComprehensiveSR
+        Series number 9902, description "AI Liver SR - NOT EVALUATED - RESEARCH USE ONLY",
+        CompletionFlag COMPLETE, VerificationFlag UNVERIFIED.
+    """
+    model: ModelInfo | None = result.classification_model or result.segmentation_model
+    demo = is_demo(result.classification_model, result.segmentation_model)
+    reference = with_patient_study(result.reference, result.reference)
+
+    finding = text_item(codes.DCM.Finding, not_evaluated_sentence(result))
+    finding.ContentSequence = hd.sr.ContentSequence(_algorithm(result, software_version))
+    notes = [
+        finding,
+        text_item(
+            codes.DCM.Comment,
+            "The AI analysis gave no result for this study. This is not a negative result: "
+            "cirrhosis of liver was neither found nor excluded.",
+        ),
+        text_item(codes.DCM.Comment, f"Reason code: {result.reason_code or 'unknown'}"),
+    ]
+    if model is not None:
+        notes.append(
+            text_item(
+                codes.DCM.Comment,
+                models_sentence(result.classification_model, result.segmentation_model),
+            )
+        )
+    if demo:
+        notes.append(
+            text_item(codes.DCM.Comment, "DEMO MODEL: made by a demo bundle (synthetic phantoms).")
+        )
+    notes.append(text_item(codes.DCM.Comment, f"{RESEARCH_USE_ONLY}: not for diagnostic use."))
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = hd.sr.ContentSequence(notes)
+
+    root = hd.sr.ContainerContentItem(name=codes.cid7021.ImagingMeasurementReport)
+    root.ContentSequence = hd.sr.ContentSequence(
+        [
+            *hd.sr.LanguageOfContentItemAndDescendants(DEFAULT_LANGUAGE),
+            *device_observation_context(model),
+            hd.sr.CodeContentItem(
+                name=codes.DCM.ProcedureReported,
+                value=codes.LN.MRIUnspecifiedBodyRegion,
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD,
+            ),
+            container,
+        ]
+    )
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[reference],
+        content=root,
+        series_instance_uid=str(generate_uid()),
+        series_number=SERIES_NUMBERS["not_evaluated_sr"],
+        sop_instance_uid=str(generate_uid()),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description=series_description("SR - NOT EVALUATED", demo=demo),
+        manufacturer_model_name=model_name(model),
+        software_versions=software_versions(model, software_version)[0],
+        device_serial_number=device_serial_number(model),
+        contributing_equipment=contributing_equipment(
+            [result.classification_model, result.segmentation_model], software_version
+        ),
+    )
+    stamp_identity(sr, result.reference, model=model, software_version=software_version)
+    logger.info(
+        "built not-evaluated SR %s for study %s (%s)",
+        sr.SOPInstanceUID,
+        result.study_instance_uid,
+        result.reason_code,
+    )
+    return sr

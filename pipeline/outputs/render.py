@@ -1,0 +1,118 @@
+"""Burn the liver outline and result text into an RGB picture of one slice (Pillow)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+OUTLINE_RGB = (255, 215, 0)
+WHITE = (255, 255, 255)
+YELLOW = (255, 230, 90)
+RED = (255, 90, 80)
+
+FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One line of burned-in text and its colour."""
+
+    text: str
+    rgb: tuple[int, int, int] = WHITE
+
+
+def window_to_uint8(image: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+    """Map a slice to 0..255 with a 0.5-99.5 percentile window (MR has no fixed window)."""
+    finite = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = np.percentile(finite, [0.5, 99.5])
+    if high <= low:
+        return np.zeros(finite.shape, dtype=np.uint8)
+    scaled = (finite - low) * (255.0 / (high - low))
+    out: npt.NDArray[np.uint8] = np.clip(scaled, 0, 255).astype(np.uint8)
+    return out
+
+
+def outline(mask: npt.NDArray[np.bool_], width: int = 1) -> npt.NDArray[np.bool_]:
+    """Pixels of ``mask`` within ``width`` pixels of its border."""
+    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    return np.asarray(mask & ~inner, dtype=bool)
+
+
+def load_font(size: int) -> FontType:
+    """Pillow's built-in font at ``size`` px (FreeType); its bitmap font without FreeType."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError):  # Pillow built without FreeType
+        logger.warning("FreeType unavailable: SC text uses Pillow's small bitmap font")
+        return ImageFont.load_default()
+
+
+def _fitting_font(draw: ImageDraw.ImageDraw, lines: Sequence[TextLine], width: int) -> FontType:
+    size = max(10, width // 34)
+    while True:
+        font = load_font(size)
+        widest = max((draw.textlength(line.text, font=font) for line in lines), default=0.0)
+        if widest <= width or size <= 8:
+            return font
+        size = max(8, int(size * width / widest))
+
+
+def render_overlay(
+    image: npt.NDArray[np.floating],
+    mask: npt.NDArray[np.bool_],
+    lines: Sequence[TextLine],
+    *,
+    min_size: int = 512,
+) -> npt.NDArray[np.uint8]:
+    """Render a slice with the mask outline and a text panel below it.
+
+    Parameters
+    ----------
+    image
+        The slice (rows x columns), any real dtype.
+    mask
+        The liver mask of the slice, same shape.
+    lines
+        Text lines for the panel under the image, top to bottom.
+    min_size
+        The picture is scaled up by a whole factor until its larger side is at least this.
+
+    Returns
+    -------
+    numpy.ndarray
+        RGB picture, uint8, shape (rows * f + panel, columns * f, 3).
+    """
+    if image.shape != mask.shape or image.ndim != 2:
+        raise ValueError(f"image {image.shape} and mask {mask.shape} must be equal 2-D shapes")
+    rows, cols = image.shape
+    factor = max(1, math.ceil(min_size / max(rows, cols)))
+    gray = Image.fromarray(window_to_uint8(image)).resize(
+        (cols * factor, rows * factor), Image.Resampling.BILINEAR
+    )
+    big_mask = np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)) > 0
+    rgb = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
+    rgb[outline(big_mask, width=max(1, factor // 2 + 1))] = OUTLINE_RGB
+
+    width = cols * factor
+    margin = max(4, width // 64)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = _fitting_font(probe, lines, width - 2 * margin)
+    line_height = int(font.getbbox("Ag")[3]) + max(2, margin // 2)
+    panel_height = 2 * margin + line_height * len(lines)
+    canvas = Image.new("RGB", (width, rows * factor + panel_height), (0, 0, 0))
+    canvas.paste(Image.fromarray(rgb), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = rows * factor + margin
+    for line in lines:
+        draw.text((margin, y), line.text, fill=line.rgb, font=font)
+        y += line_height
+    return np.asarray(canvas, dtype=np.uint8).copy()
