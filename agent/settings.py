@@ -243,7 +243,20 @@ class HttpSettings(_Group):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(
+        default=None,
+        description="bearer token; required off loopback, else generated into var/http-token",
+    )
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpSettings:
+        from agent.http.auth import HttpConfigError, check_exposure
+
+        try:
+            check_exposure(self)
+        except HttpConfigError as err:
+            raise ValueError(err.message) from err
+        return self
 
 
 class LogFormat(StrEnum):

@@ -50,6 +50,23 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
+class StrEnumType(TypeDecorator[Any]):
+    """A string enum stored as its value in a VARCHAR, loaded back as the enum member."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.enum(value)
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dt.datetime: UTCDateTime(),
@@ -107,7 +124,9 @@ class Association(Base):
     called_ae: Mapped[str] = mapped_column(String(16))
     peer_host: Mapped[str] = mapped_column(String(64))
     protocol: Mapped[str] = mapped_column(String(8), default="dimse")
-    status: Mapped[AssociationStatus] = mapped_column(String(16), default=AssociationStatus.OPEN)
+    status: Mapped[AssociationStatus] = mapped_column(
+        StrEnumType(AssociationStatus), default=AssociationStatus.OPEN
+    )
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[dt.datetime | None]
     instances_received: Mapped[int] = mapped_column(default=0)
@@ -124,7 +143,9 @@ class Study(Base):
     source_ae: Mapped[str | None] = mapped_column(
         String(16), doc="calling AE title that sent the study (last association)"
     )
-    status: Mapped[StudyStatus] = mapped_column(String(16), default=StudyStatus.RECEIVING)
+    status: Mapped[StudyStatus] = mapped_column(
+        StrEnumType(StudyStatus), default=StudyStatus.RECEIVING
+    )
     first_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     completed_at: Mapped[dt.datetime | None]
@@ -189,7 +210,7 @@ class Job(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     version: Mapped[int] = mapped_column(default=1)
     previous_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
-    status: Mapped[JobStatus] = mapped_column(String(16), default=JobStatus.QUEUED)
+    status: Mapped[JobStatus] = mapped_column(StrEnumType(JobStatus), default=JobStatus.QUEUED)
     reason_code: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     instance_count: Mapped[int] = mapped_column(default=0, doc="instances of the study at creation")
@@ -276,7 +297,9 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     destination: Mapped[str] = mapped_column(String(64))
-    status: Mapped[DeliveryStatus] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        StrEnumType(DeliveryStatus), default=DeliveryStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[dt.datetime | None]

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "agent.cli.serve",
     "agent.cli.dicom",
     "agent.cli.jobs",
+    "agent.cli.admin",
 )
 
 for _name in _COMMAND_MODULES:

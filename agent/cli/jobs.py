@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -56,12 +57,27 @@ def register(app: typer.Typer) -> None:
         status: Annotated[JobStatus | None, typer.Option(help="only jobs in this state")] = None,
         accession: Annotated[str | None, typer.Option(help="accession number")] = None,
         study: Annotated[str | None, typer.Option(help="Study Instance UID")] = None,
+        created_from: Annotated[
+            str | None,
+            typer.Option("--from", help="created at or after: ISO date or date-time (UTC)"),
+        ] = None,
+        created_to: Annotated[
+            str | None,
+            typer.Option("--to", help="created before; a date alone includes that day"),
+        ] = None,
         limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
         offset: Annotated[int, typer.Option(min=0)] = 0,
         as_json: JsonOption = False,
         config: ConfigOption = None,
     ) -> None:
         """Jobs, newest first."""
+        from agent.http.filters import FilterError, parse_bound
+
+        try:
+            start = parse_bound("--from", created_from, upper=False)
+            end = parse_bound("--to", created_to, upper=True)
+        except FilterError as err:
+            fail(str(err))
         sessions = _sessions(settings_or_exit(config))
         with sessions() as session:
             jobs, total = queries.list_jobs(
@@ -69,6 +85,8 @@ def register(app: typer.Typer) -> None:
                 status=status,
                 accession_number=accession,
                 study_instance_uid=study,
+                created_from=start,
+                created_to=end,
                 limit=limit,
                 offset=offset,
             )
@@ -181,6 +199,30 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(deliveries)
 
+    @jobs_app.command("preview")
+    def jobs_preview(
+        job_id: Annotated[int, typer.Argument(help="job id")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write")],
+        config: ConfigOption = None,
+    ) -> None:
+        """Write the caudate-level slice with the liver outline as a PNG (as the web page)."""
+        from agent.http.preview import PreviewUnavailable, job_preview
+        from storage.spool import Spool
+
+        settings = settings_or_exit(config)
+        sessions = _sessions(settings)
+        with sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                fail(f"no job {job_id}")
+            try:
+                png, outlined = job_preview(session, Spool(settings.spool.path), job)
+            except PreviewUnavailable as err:
+                fail(err.message)
+        out.write_bytes(png)
+        note = "" if outlined else " (no SEG file left: no outline)"
+        console.print(f"job {job_id}: preview written to {out}{note}", highlight=False)
+
     @jobs_app.command("retry")
     def jobs_retry(
         job_id: Annotated[int, typer.Argument(help="job id")], config: ConfigOption = None
@@ -216,13 +258,17 @@ def register(app: typer.Typer) -> None:
     @studies_app.command("list")
     def studies_list(
         limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+        offset: Annotated[int, typer.Option(min=0)] = 0,
         as_json: JsonOption = False,
         config: ConfigOption = None,
     ) -> None:
         """Studies received, most recent first."""
         sessions = _sessions(settings_or_exit(config))
         with sessions() as session:
-            rows = [study_view(session, s) for s in queries.list_studies(session, limit=limit)]
+            rows = [
+                study_view(session, s)
+                for s in queries.list_studies(session, limit=limit, offset=offset)
+            ]
         if as_json:
             print_json([r.model_dump(mode="json") for r in rows])
             return

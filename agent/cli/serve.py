@@ -8,7 +8,8 @@ from types import FrameType
 
 import typer
 
-from agent.cli._common import ConfigOption, console, settings_or_exit
+from agent.cli._common import ConfigOption, console, fail, settings_or_exit
+from agent.errors import AgentError
 from agent.logs import configure_logging
 
 
@@ -28,13 +29,17 @@ def register(app: typer.Typer) -> None:
 
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
-        service.start()
+        try:
+            service.start()
+        except AgentError as err:  # e.g. the HTTP port is taken: say why, exit non-zero
+            service.stop()
+            fail(f"cannot start: {err.message} ({err.code})")
         d = settings.dicom
         console.print(
             f"liver-agent listening: DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:"
             f"{service.scp.port}"
             + (
-                f", HTTP on http://{settings.http.host}:{settings.http.port}/"
+                f", HTTP on http://{settings.http.host}:{service.http.port}/"
                 if settings.http.enabled
                 else ""
             )

@@ -1,0 +1,168 @@
+"""The preview of a job: its caudate-level slice with the liver outline, as a PNG.
+
+The slice is the spooled source instance (``Job.slice_sop_instance_uid``); the outline is the
+frame of the job's DICOM SEG that references that instance (Derivation Image Sequence, PS3.3
+C.7.6.16.2.6). The MR slice is windowed by percentiles: MR has no fixed window.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from scipy import ndimage
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.errors import AgentError
+from storage.models import Instance, Job, Output
+from storage.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+OUTLINE_RGB = (255, 200, 0)
+MIN_SIDE = 512
+WINDOW_PERCENTILES = (1.0, 99.0)
+
+
+class PreviewUnavailable(AgentError):  # noqa: N818 - an expected answer (404), named for it
+    """The job has no preview to show; ``message`` says why."""
+
+
+def window(image: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """Map an image to 0..255 between its 1st and 99th percentiles."""
+    data = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = np.percentile(data, WINDOW_PERCENTILES)
+    if high <= low:
+        return np.zeros(data.shape, dtype=np.uint8)
+    scaled = (data - low) * (255.0 / (high - low))
+    out: npt.NDArray[np.uint8] = np.clip(scaled, 0, 255).astype(np.uint8)
+    return out
+
+
+def render(
+    image: npt.NDArray[np.floating] | npt.NDArray[np.integer],
+    mask: npt.NDArray[np.bool_] | None,
+    *,
+    min_side: int = MIN_SIDE,
+) -> bytes:
+    """PNG of ``image`` scaled up by a whole factor, with the border of ``mask`` drawn on it."""
+    if image.ndim != 2:
+        raise ValueError(f"a slice must be 2-D, not of shape {image.shape}")
+    rows, cols = image.shape
+    factor = max(1, math.ceil(min_side / max(rows, cols)))
+    gray = Image.fromarray(window(image)).resize(
+        (cols * factor, rows * factor), Image.Resampling.BILINEAR
+    )
+    rgb = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
+    if mask is not None and mask.any():
+        big = np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)) > 0
+        inner = ndimage.binary_erosion(big, iterations=max(1, factor // 2 + 1), border_value=0)
+        rgb[big & ~inner] = OUTLINE_RGB
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _slice_pixels(ds: Dataset) -> npt.NDArray[np.float32]:
+    pixels = np.asarray(ds.pixel_array)
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        pixels = pixels.mean(axis=-1)
+    if pixels.ndim == 3:  # a multi-frame source: its first frame
+        pixels = pixels[0]
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    out: npt.NDArray[np.float32] = (pixels.astype(np.float32) * slope + intercept).astype(
+        np.float32
+    )
+    return out
+
+
+def seg_frame_mask(seg: Dataset, source_sop_instance_uid: str) -> npt.NDArray[np.bool_] | None:
+    """The SEG's mask of one source instance, or None if no frame references it.
+
+    Frames of segment 1 only (the agent's SEG has one segment, "Liver").
+    """
+    frames = seg.get("PerFrameFunctionalGroupsSequence", [])
+    index: int | None = None
+    for number, frame in enumerate(frames):
+        segment = frame.get("SegmentIdentificationSequence")
+        if segment and int(segment[0].ReferencedSegmentNumber) != 1:
+            continue
+        for derivation in frame.get("DerivationImageSequence", []):
+            for source in derivation.get("SourceImageSequence", []):
+                if str(source.ReferencedSOPInstanceUID) == source_sop_instance_uid:
+                    index = number
+        if index is not None:
+            break
+    if index is None:
+        return None
+    pixels = np.asarray(seg.pixel_array)
+    frame_pixels = pixels if pixels.ndim == 2 else pixels[index]
+    return np.asarray(frame_pixels > 0, dtype=bool)
+
+
+def _read(path: Path, what: str) -> Dataset:
+    try:
+        return dcmread(path)
+    except FileNotFoundError as err:
+        raise PreviewUnavailable("file_missing", f"the {what} file {path} is gone") from err
+    except (InvalidDicomError, OSError, ValueError) as err:
+        raise PreviewUnavailable("file_unreadable", f"cannot read the {what}: {err}") from err
+
+
+def job_preview(session: Session, spool: Spool, job: Job) -> tuple[bytes, bool]:
+    """Render a job's preview; return the PNG and whether the liver outline is drawn.
+
+    Raises
+    ------
+    PreviewUnavailable
+        ``no_result`` when the job has no chosen slice (not run yet, not evaluated, failed);
+        ``source_missing`` / ``file_missing`` / ``file_unreadable`` when the slice is gone.
+    """
+    uid = job.slice_sop_instance_uid
+    if uid is None:
+        raise PreviewUnavailable(
+            "no_result", f"job {job.id} has no result slice (status {job.status})"
+        )
+    relative = session.scalar(select(Instance.path).where(Instance.sop_instance_uid == uid))
+    if relative is None:
+        raise PreviewUnavailable(
+            "source_missing", f"the slice {uid} of job {job.id} is not in the spool any more"
+        )
+    source = _read(spool.path_of(relative), "source slice")
+    try:
+        image = _slice_pixels(source)
+    except (AttributeError, ValueError, RuntimeError) as err:
+        raise PreviewUnavailable(
+            "file_unreadable", f"cannot decode the pixels of slice {uid}: {err}"
+        ) from err
+    mask: npt.NDArray[np.bool_] | None = None
+    seg_path = session.scalar(
+        select(Output.path)
+        .where(Output.job_id == job.id, Output.kind == "seg", Output.path.is_not(None))
+        .order_by(Output.id)
+        .limit(1)
+    )
+    if seg_path is not None and Path(seg_path).exists():
+        seg = _read(Path(seg_path), "SEG")
+        try:
+            mask = seg_frame_mask(seg, uid)
+        except (AttributeError, ValueError, RuntimeError) as err:
+            logger.warning("job %s: cannot read the SEG frame of %s: %s", job.id, uid, err)
+        if mask is None:
+            mask = np.zeros(image.shape, dtype=bool)  # frame omitted: no liver on this slice
+        elif mask.shape != image.shape:
+            logger.warning(
+                "job %s: SEG frame %s does not match the slice %s", job.id, mask.shape, image.shape
+            )
+            mask = None
+    return render(image, mask), mask is not None

@@ -1,0 +1,193 @@
+"""Ingest throughput: DCMTK storescu -> the agent, DCMTK storescp and Orthanc, in one run.
+
+    .venv/bin/python bench/ingest.py [--images 1000] [--size 256] [--parallel 4]
+
+Each receiver gets the same files, over one association and then over N parallel ones
+(N storescu processes), with a fresh storage folder each time. The agent runs with its
+durability rule on (fsync + rename + committed rows before each success; SQLite synchronous
+FULL) and no workers. TCP_NODELAY=1 is set for every DCMTK-based process (storescu,
+storescp, Orthanc); without it they stall ~40 ms a message on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pydicom.uid import generate_uid
+
+from tests.factory import write_series
+from tests.integration.processes import (
+    STORESCP,
+    STORESCU,
+    AgentProcess,
+    agent_config,
+    dcmtk_env,
+    free_port,
+    wait_for_port,
+)
+
+Receiver = Callable[[Path], "contextmanager[tuple[int, str]]"]
+
+
+@contextmanager
+def agent_receiver(workdir: Path) -> Iterator[tuple[int, str]]:
+    port, http_port = free_port(), free_port()
+    config = agent_config(
+        port,
+        http_port,
+        worker={"threads": 0},
+        http={"enabled": False, "host": "127.0.0.1", "port": http_port},
+        completion={"quiet_seconds": 3600, "stable_seconds": 7200, "poll_seconds": 5},
+        logging={"level": "WARNING"},
+    )
+    config["dicom"]["max_associations"] = 16
+    agent = AgentProcess(workdir, config, port, http_port).start()
+    try:
+        yield port, "LIVERAI"
+    finally:
+        agent.stop()
+
+
+@contextmanager
+def storescp_receiver(workdir: Path) -> Iterator[tuple[int, str]]:
+    port = free_port()
+    out = workdir / "storescp"
+    out.mkdir(parents=True)
+    proc = subprocess.Popen(
+        [STORESCP, "--fork", "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=dcmtk_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, 20, proc)
+        yield port, "STORESCP"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def orthanc_receiver(workdir: Path) -> Iterator[tuple[int, str]]:
+    port, http_port = free_port(), free_port()
+    storage = workdir / "orthanc"
+    storage.mkdir(parents=True)
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "DicomAet": "ORTHANC",
+        "DicomPort": port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "Plugins": [],
+        "StorageCompression": False,
+        "DicomThreadsCount": 8,
+    }
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        ["Orthanc", str(config_path)],
+        env=dcmtk_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, 30, proc)
+        yield port, "ORTHANC"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def send(port: int, aec: str, groups: list[list[Path]]) -> float:
+    """Run one storescu per group at once; return seconds until all finished."""
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [STORESCU, "-aet", "BENCH", "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
+            env=dcmtk_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for files in groups
+    ]
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu failed ({proc.returncode}): {out[-2000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per receiver and mode")
+    args = parser.parse_args()
+    if not shutil.which("Orthanc"):
+        sys.exit("Orthanc is not installed (make system-packages)")
+
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        root = Path(tmp)
+        study = generate_uid()
+        files = write_series(
+            root / "data", args.images, study_uid=study, rows=args.size, columns=args.size
+        )
+        mb = sum(f.stat().st_size for f in files) / 2**20
+        print(
+            f"{args.images} MR images {args.size}x{args.size} ({mb:.0f} MiB), "
+            f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+        )
+        receivers: dict[str, Callable[[Path], object]] = {
+            "agent": agent_receiver,
+            "storescp": storescp_receiver,
+            "orthanc": orthanc_receiver,
+        }
+        chunk = -(-len(files) // args.parallel)
+        modes = {
+            "1 association": [files],
+            f"{args.parallel} associations": [
+                files[i : i + chunk] for i in range(0, len(files), chunk)
+            ],
+        }
+        results: dict[tuple[str, str], float] = {}
+        for mode, groups in modes.items():
+            for name, receiver in receivers.items():
+                best = 0.0
+                for run in range(args.repeat):
+                    workdir = root / f"{name}-{mode.split()[0]}-{run}"
+                    with receiver(workdir) as (port, aec):  # type: ignore[attr-defined]
+                        seconds = send(port, aec, groups)
+                    best = max(best, len(files) / seconds)
+                    shutil.rmtree(workdir, ignore_errors=True)
+                results[(mode, name)] = best
+                print(f"  {mode:>15}  {name:>9}: {best:7.1f} images/s")
+        print()
+        print("| mode | agent | storescp | Orthanc | agent / Orthanc |")
+        print("|---|---:|---:|---:|---:|")
+        for mode in modes:
+            a, s, o = (results[(mode, n)] for n in ("agent", "storescp", "orthanc"))
+            print(f"| {mode} | {a:.0f} | {s:.0f} | {o:.0f} | {a / o:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
