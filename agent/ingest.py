@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -22,7 +23,7 @@ from agent.errors import IngestError
 from agent.metrics import Metrics
 from storage import queries
 from storage.models import AssociationStatus
-from storage.spool import InvalidUIDError, Spool, validate_uid
+from storage.spool import InvalidUIDError, Spool, StagedFile, validate_uid
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,27 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+@dataclass(eq=False)
+class _Pending:
+    """One staged instance waiting for the group commit."""
+
+    staged: StagedFile
+    record: queries.InstanceRecord
+    association_id: int | None
+    source_ae: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    duplicate: bool = False
+    error: IngestError | None = None
+
+
 class Ingestor:
     """Takes instances in for every protocol.
+
+    Each instance is parsed and written under a temporary name by the calling thread (one
+    per association); a single committer thread then takes every instance waiting, renames
+    the files into place, records the rows in one transaction and makes both durable with one
+    flush of the file system (:meth:`storage.spool.Spool.barrier`) before any of them is
+    acknowledged. Concurrent associations share flushes (group commit).
 
     Parameters
     ----------
@@ -66,6 +86,9 @@ class Ingestor:
         Counters to move.
     min_free_bytes
         Below this much free disk in the spool, refuse with 0xA700 (out of resources).
+    durable_paths
+        Other files to flush at each barrier: the SQLite write-ahead log, whose commits are
+        not flushed by SQLite itself with ``synchronous=NORMAL``.
     """
 
     def __init__(
@@ -75,18 +98,23 @@ class Ingestor:
         metrics: Metrics,
         *,
         min_free_bytes: int = 0,
+        durable_paths: tuple[Path, ...] = (),
     ) -> None:
         self.spool = spool
         self.sessions = sessions
         self.metrics = metrics
         self.min_free_bytes = min_free_bytes
-        self._db_lock = threading.Lock()
+        self.durable_paths = durable_paths
+        self._queue: list[_Pending] = []
+        self._cond = threading.Condition()
+        self._committer: threading.Thread | None = None
+        self._closed = False
 
     # associations -------------------------------------------------------------------------
 
     def begin(self, *, calling_ae: str, called_ae: str, peer_host: str, protocol: str) -> int:
         """Record an association (or STOW request) that brings instances; return its id."""
-        with self._db_lock, self.sessions.begin() as session:
+        with self.sessions.begin() as session:
             return queries.open_association(
                 session,
                 calling_ae=calling_ae,
@@ -97,8 +125,16 @@ class Ingestor:
 
     def end(self, association_id: int, status: AssociationStatus) -> None:
         """Mark it released or aborted: its studies may now complete after the quiet period."""
-        with self._db_lock, self.sessions.begin() as session:
+        with self.sessions.begin() as session:
             queries.close_association(session, association_id, status)
+
+    def close(self) -> None:
+        """Stop the committer after the instances already waiting are committed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._committer is not None:
+            self._committer.join(timeout=30)
 
     # instances ----------------------------------------------------------------------------
 
@@ -113,6 +149,8 @@ class Ingestor:
         expected_sop_instance_uid: str | None = None,
     ) -> Received:
         """Store one instance given as DICOM Part 10 bytes (preamble, file meta, data set).
+
+        Returns once the file and its rows are durable.
 
         Raises
         ------
@@ -153,20 +191,18 @@ class Ingestor:
     ) -> Received:
         header, transfer_syntax = _read_header(part10)
         uids = {
-            key: header.get(key)
+            key: str(header.get(key) or "")
             for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
         }
         try:
             relative = self.spool.relative_path(
-                str(uids["StudyInstanceUID"]) if uids["StudyInstanceUID"] else "",
-                str(uids["SeriesInstanceUID"]) if uids["SeriesInstanceUID"] else "",
-                str(uids["SOPInstanceUID"]) if uids["SOPInstanceUID"] else "",
+                uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
             )
         except InvalidUIDError as err:
             raise IngestError("invalid_uid", str(err), StoreStatus.CANNOT_UNDERSTAND) from err
-        sop_uid = str(uids["SOPInstanceUID"])
-        sop_class = str(uids["SOPClassUID"] or "")
-        study_uid = str(uids["StudyInstanceUID"])
+        sop_uid = uids["SOPInstanceUID"]
+        sop_class = uids["SOPClassUID"]
+        study_uid = uids["StudyInstanceUID"]
         if expected_sop_instance_uid is not None and sop_uid != expected_sop_instance_uid:
             raise IngestError(
                 "sop_instance_mismatch",
@@ -182,15 +218,14 @@ class Ingestor:
                 StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
             )
         try:
-            sop_class = validate_uid("SOPClassUID", sop_class)
+            validate_uid("SOPClassUID", sop_class)
         except InvalidUIDError as err:
             raise IngestError("invalid_uid", str(err), StoreStatus.CANNOT_UNDERSTAND) from err
 
-        with self._db_lock, self.sessions() as session:
-            if queries.instance_exists(session, sop_uid):
-                self.metrics.instances_duplicate.labels(protocol).inc()
-                logger.debug("duplicate instance %s acknowledged", sop_uid)
-                return Received(sop_uid, sop_class, study_uid, True, len(part10))
+        if self._already_stored(sop_uid):
+            self.metrics.instances_duplicate.labels(protocol).inc()
+            logger.debug("duplicate instance %s acknowledged", sop_uid)
+            return Received(sop_uid, sop_class, study_uid, True, len(part10))
         if self.min_free_bytes and self.spool.free_bytes() < self.min_free_bytes:
             raise IngestError(
                 "spool_full",
@@ -198,7 +233,7 @@ class Ingestor:
                 StoreStatus.OUT_OF_RESOURCES,
             )
         try:
-            size = self.spool.write(relative, part10)
+            staged = self.spool.stage(relative, part10)
         except OSError as err:
             raise IngestError(
                 "spool_write_failed",
@@ -207,12 +242,12 @@ class Ingestor:
             ) from err
         record = queries.InstanceRecord(
             study_instance_uid=study_uid,
-            series_instance_uid=str(uids["SeriesInstanceUID"]),
+            series_instance_uid=uids["SeriesInstanceUID"],
             sop_instance_uid=sop_uid,
             sop_class_uid=sop_class,
             transfer_syntax_uid=transfer_syntax,
             path=relative.as_posix(),
-            size_bytes=size,
+            size_bytes=staged.size,
             accession_number=_text(header, "AccessionNumber", 16),
             study_date=_text(header, "StudyDate", 8),
             study_description=_text(header, "StudyDescription", 64),
@@ -220,27 +255,120 @@ class Ingestor:
             series_number=_int(header, "SeriesNumber"),
             series_description=_text(header, "SeriesDescription", 64),
         )
-        duplicate = False
-        try:
-            with self._db_lock, self.sessions.begin() as session:
-                queries.record_instance(
-                    session, record, association_id=association_id, source_ae=source_ae
-                )
-        except IntegrityError:
-            # another association stored the same SOP Instance UID between our check and now
-            duplicate = True
-        except (SQLAlchemyError, ValueError) as err:
-            raise IngestError(
-                "database_error",
-                f"cannot record the instance: {err}",
-                StoreStatus.OUT_OF_RESOURCES,
-            ) from err
-        if duplicate:
+        pending = _Pending(staged, record, association_id, source_ae)
+        self._submit(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        if pending.duplicate:
             self.metrics.instances_duplicate.labels(protocol).inc()
         else:
             self.metrics.instances_received.labels(protocol).inc()
-            self.metrics.spool_bytes.inc(size)
-        return Received(sop_uid, sop_class, study_uid, duplicate, size)
+            self.metrics.spool_bytes.inc(staged.size)
+        return Received(sop_uid, sop_class, study_uid, pending.duplicate, staged.size)
+
+    def _already_stored(self, sop_uid: str) -> bool:
+        """A duplicate is acknowledged without a write only if its file is really there."""
+        with self.sessions() as session:
+            known = queries.instance_file(session, sop_uid)
+        if known is None:
+            return False
+        path, size = known
+        try:
+            return self.spool.path_of(path).stat().st_size == size
+        except OSError:
+            logger.warning("instance %s is recorded but its file is missing: rewriting", sop_uid)
+            return False
+
+    # group commit -------------------------------------------------------------------------
+
+    def _submit(self, pending: _Pending) -> None:
+        with self._cond:
+            if self._closed:
+                self.spool.discard(pending.staged)
+                raise IngestError(
+                    "shutting_down", "the agent is stopping", StoreStatus.OUT_OF_RESOURCES
+                )
+            if self._committer is None:
+                self._committer = threading.Thread(
+                    target=self._commit_loop, name="ingest-committer", daemon=True
+                )
+                self._committer.start()
+            self._queue.append(pending)
+            self._cond.notify()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue and self._closed:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                self._commit(batch)
+            except Exception as err:  # the committer must outlive any bug: refuse, go on
+                logger.exception("ingest commit failed")
+                for pending in batch:
+                    pending.error = pending.error or IngestError(
+                        "internal_error",
+                        f"{type(err).__name__}: {err}",
+                        StoreStatus.OUT_OF_RESOURCES,
+                    )
+            finally:  # only now may the waiting handlers answer
+                for pending in batch:
+                    pending.done.set()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        ready = []
+        for pending in batch:
+            try:
+                self.spool.publish(pending.staged)
+                ready.append(pending)
+            except OSError as err:
+                pending.error = IngestError(
+                    "spool_write_failed",
+                    f"cannot write to the spool: {err}",
+                    StoreStatus.OUT_OF_RESOURCES,
+                )
+        self._record(ready)
+        try:
+            self.spool.barrier(
+                [p.staged.target for p in ready if p.error is None], self.durable_paths
+            )
+        except OSError as err:
+            for pending in ready:
+                pending.error = pending.error or IngestError(
+                    "flush_failed",
+                    f"cannot flush the spool to disk: {err}",
+                    StoreStatus.OUT_OF_RESOURCES,
+                )
+
+    def _record(self, batch: list[_Pending]) -> None:
+        """Record the rows of a batch in one transaction (a savepoint for each instance)."""
+        if not batch:
+            return
+        try:
+            with self.sessions.begin() as session:
+                for pending in batch:
+                    try:
+                        with session.begin_nested():
+                            queries.record_instance(
+                                session,
+                                pending.record,
+                                association_id=pending.association_id,
+                                source_ae=pending.source_ae,
+                            )
+                    except IntegrityError:
+                        # another association stored the same SOP Instance UID meanwhile
+                        pending.duplicate = True
+        except (SQLAlchemyError, ValueError) as err:
+            for pending in batch:
+                pending.error = IngestError(
+                    "database_error",
+                    f"cannot record the instance: {err}",
+                    StoreStatus.OUT_OF_RESOURCES,
+                )
 
 
 def _read_header(part10: bytes) -> tuple[Dataset, str]:

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -52,9 +53,15 @@ def open_context(settings: Settings, *, migrate: bool = True) -> AgentContext:
     if migrate:
         upgrade(engine)
     sessions = make_sessionmaker(engine)
-    spool = Spool(settings.spool.path)
+    spool = Spool(settings.spool.path, flush=settings.spool.flush)
     metrics = Metrics()
-    ingestor = Ingestor(spool, sessions, metrics, min_free_bytes=settings.spool.min_free_mb * 2**20)
+    ingestor = Ingestor(
+        spool,
+        sessions,
+        metrics,
+        min_free_bytes=settings.spool.min_free_mb * 2**20,
+        durable_paths=_database_durable_paths(engine, settings.database.sqlite_synchronous),
+    )
     return AgentContext(
         settings=settings,
         engine=engine,
@@ -64,6 +71,16 @@ def open_context(settings: Settings, *, migrate: bool = True) -> AgentContext:
         ingestor=ingestor,
         models=ModelProvider(settings.model),
     )
+
+
+def _database_durable_paths(engine: Engine, synchronous: str) -> tuple[Path, ...]:
+    """What the ingest barrier must flush besides the spool: SQLite's write-ahead log when
+    SQLite does not flush its commits itself (``synchronous=NORMAL``)."""
+    if engine.url.get_backend_name() != "sqlite" or not engine.url.database:
+        return ()
+    if synchronous == "FULL":
+        return ()
+    return (Path(f"{engine.url.database}-wal").resolve(),)
 
 
 class AgentService:
@@ -203,6 +220,7 @@ class AgentService:
     def stop(self) -> None:
         logger.info("stopping")
         self.scp.stop()
+        self.ctx.ingestor.close()
         self.stop_event.set()
         self.ctx.wake_workers.set()
         self.scheduler.shutdown(wait=False)

@@ -77,7 +77,7 @@ class DicomSettings(_Group):
 
 
 class Synchronous(StrEnum):
-    """SQLite ``PRAGMA synchronous``: FULL survives power loss, NORMAL only process crashes."""
+    """SQLite ``PRAGMA synchronous`` in WAL mode (FULL: flush at every commit)."""
 
     FULL = "FULL"
     NORMAL = "NORMAL"
@@ -90,13 +90,26 @@ class DatabaseSettings(_Group):
         default="sqlite:///var/liver-agent.db",
         description="SQLAlchemy URL; a relative SQLite path is relative to the working directory",
     )
-    sqlite_synchronous: Synchronous = Synchronous.FULL
+    sqlite_synchronous: Synchronous = Field(
+        default=Synchronous.NORMAL,
+        description="NORMAL: received instances are still durable before they are "
+        "acknowledged (the ingest flushes the file system holding the spool and the "
+        "database); other state changes may roll back by a few seconds on power loss. "
+        "FULL flushes at every commit.",
+    )
 
 
 class SpoolSettings(_Group):
     """Where received instances are kept as DICOM Part 10 files."""
 
     path: Path = Path("var/spool")
+    flush: str = Field(
+        default="files",
+        pattern=r"^(files|filesystem)$",
+        description="how received files are made durable before they are acknowledged: "
+        "files = fsync each file, its folder and the database log (robust on a shared disk); "
+        "filesystem = one syncfs of the spool's file system (fastest on a dedicated volume)",
+    )
     min_free_mb: int = Field(
         default=512, ge=0, description="refuse C-STORE with 0xA700 below this much free disk"
     )

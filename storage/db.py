@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
     """Create the engine. For SQLite: WAL, foreign keys, a busy timeout, the parent folder.
 
     Parameters
@@ -27,7 +27,8 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     url
         SQLAlchemy URL, e.g. ``sqlite:///var/liver-agent.db`` (relative to the working directory).
     sqlite_synchronous
-        ``FULL`` (durable across power loss; the default) or ``NORMAL``.
+        ``NORMAL`` (the default; commits are made durable by the next flush of the file
+        system, which the ingest does before it acknowledges) or ``FULL``.
     """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}

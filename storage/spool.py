@@ -7,11 +7,16 @@ UIDs are validated before they become path parts.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -36,13 +41,35 @@ def validate_uid(name: str, value: object) -> str:
     return value
 
 
-class Spool:
-    """Files of received instances, rooted at ``root``."""
+@dataclass(frozen=True)
+class StagedFile:
+    """A file written under a temporary name, not yet renamed into place."""
 
-    def __init__(self, root: Path) -> None:
+    temporary: Path
+    target: Path
+    size: int
+
+
+class Spool:
+    """Files of received instances, rooted at ``root``.
+
+    Two ways to write:
+
+    - :meth:`write`: temporary name, fsync, rename, fsync of the folder; durable on return.
+    - :meth:`stage` + :meth:`publish` + :meth:`barrier`: the group-commit path of the ingest.
+      Many files are staged and renamed, then one :meth:`barrier` (``syncfs``) makes all of
+      them, their folder entries and anything else written on that file system (the SQLite
+      WAL beside it) durable with a single flush of the disk.
+    """
+
+    def __init__(self, root: Path, *, flush: str = "files") -> None:
+        if flush not in ("files", "filesystem"):
+            raise ValueError(f"flush must be 'files' or 'filesystem', not {flush!r}")
         self.root = root
+        self.flush = flush
         self.root.mkdir(parents=True, exist_ok=True)
         self._known_dirs: set[Path] = set()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
     def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         """The file's path relative to the root; raises InvalidUIDError for a bad UID."""
@@ -93,6 +120,59 @@ class Spool:
             _fsync_dir(created.parent)
         return size
 
+    def stage(self, relative: Path, data: bytes) -> StagedFile:
+        """Write ``data`` under a temporary name in the target folder (no flush)."""
+        target = self.root / relative
+        folder = target.parent
+        if folder not in self._known_dirs:
+            _make_dirs(folder, self.root)
+            self._known_dirs.add(folder)
+        tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return StagedFile(tmp, target, len(data))
+
+    def publish(self, staged: StagedFile) -> None:
+        """Rename a staged file into place (atomic; replaces an older copy)."""
+        try:
+            os.replace(staged.temporary, staged.target)
+        except BaseException:
+            staged.temporary.unlink(missing_ok=True)
+            raise
+
+    def discard(self, staged: StagedFile) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            staged.temporary.unlink()
+
+    def barrier(self, files: list[Path], others: tuple[Path, ...] = ()) -> None:
+        """Make ``files`` (just published), their folder entries and ``others`` durable.
+
+        ``flush="files"``: fsync every file, every folder and every other path at once on a
+        few threads (the file system merges concurrent flushes into one journal commit).
+        ``flush="filesystem"``: one ``syncfs`` of the spool's file system and of the file
+        systems of ``others``; cheapest when the spool has a file system of its own, slow when
+        other programs keep it busy.
+        """
+        if self.flush == "filesystem":
+            sync_filesystem(self.root)
+            for other in others:
+                sync_filesystem(other if other.is_dir() else other.parent)
+            return
+        targets = [*files, *{f.parent for f in files}, *(o for o in others if o.exists())]
+        if len(targets) == 1:
+            _fsync_path(targets[0])
+            return
+        for future in [self._pool.submit(_fsync_path, t) for t in targets]:
+            future.result()
+
     def remove_temporaries(self) -> int:
         """Delete temporary files left by a crash mid-write; return how many."""
         count = 0
@@ -111,6 +191,28 @@ class Spool:
         return shutil.disk_usage(self.root).free
 
 
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_syncfs = getattr(_libc, "syncfs", None)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush the whole file system holding ``path`` to stable storage.
+
+    Linux ``syncfs(2)``: dirty data and metadata of that file system, one journal commit and
+    one cache flush. Elsewhere ``sync()``, which flushes every file system.
+    """
+    if _syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(path))
+    finally:
+        os.close(fd)
+
+
 def _make_dirs(folder: Path, root: Path) -> list[Path]:
     """mkdir -p below root; return the folders that were created, outermost first."""
     created: list[Path] = []
@@ -122,6 +224,14 @@ def _make_dirs(folder: Path, root: Path) -> list[Path]:
     for path in created:
         path.mkdir(exist_ok=True)
     return created
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
