@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -109,6 +110,9 @@ class Ingestor:
         self._cond = threading.Condition()
         self._committer: threading.Thread | None = None
         self._closed = False
+        #: called after an association or STOW request ended (the service schedules the
+        #: completion check for the end of the quiet period)
+        self.on_association_end: Callable[[], None] | None = None
 
     # associations -------------------------------------------------------------------------
 
@@ -127,6 +131,8 @@ class Ingestor:
         """Mark it released or aborted: its studies may now complete after the quiet period."""
         with self.sessions.begin() as session:
             queries.close_association(session, association_id, status)
+        if self.on_association_end is not None:
+            self.on_association_end()
 
     def close(self) -> None:
         """Stop the committer after the instances already waiting are committed."""

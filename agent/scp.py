@@ -46,8 +46,6 @@ class StorageSCP:
         Takes each received instance in.
     metrics
         Counters for rejected associations.
-    on_association_end
-        Called after an association that stored instances ends (lets completion run early).
     """
 
     def __init__(
@@ -55,12 +53,10 @@ class StorageSCP:
         settings: DicomSettings,
         ingestor: Ingestor,
         metrics: Metrics,
-        on_association_end: Any = None,
     ) -> None:
         self.settings = settings
         self.ingestor = ingestor
         self.metrics = metrics
-        self.on_association_end = on_association_end
         self._server: Any = None
         self._assoc_ids: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -164,11 +160,7 @@ class StorageSCP:
             association_id = self._assoc_ids.pop(id(assoc), None)
         if association_id is None:
             return
-        try:
-            self.ingestor.end(association_id, status)
-        finally:
-            if self.on_association_end is not None:
-                self.on_association_end()
+        self.ingestor.end(association_id, status)
 
     def _on_released(self, event: evt.Event) -> None:
         self._finish(event.assoc, AssociationStatus.RELEASED)

@@ -94,12 +94,31 @@ class AgentService:
             settings.dicom,
             self.ctx.ingestor,
             self.ctx.metrics,
-            on_association_end=self._check_completion,
         )
+        self.ctx.ingestor.on_association_end = self._schedule_completion
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.deliverer = Deliverer(settings, self.ctx.sessions, self.ctx.metrics)
         self._threads: list[threading.Thread] = []
         self.http: Any = None
+
+    def _schedule_completion(self) -> None:
+        """An association (or STOW request) ended: check again right after the quiet period
+        instead of waiting for the next poll."""
+        import datetime as dt
+
+        quiet = self.settings.completion.quiet_seconds
+        self.scheduler.add_job(
+            self._check_completion,
+            "date",
+            run_date=utcnow() + dt.timedelta(seconds=quiet + 0.02),
+            misfire_grace_time=None,
+        )
+
+    def _wake_delivery(self) -> None:
+        """A job has deliveries: attempt them now rather than at the next poll."""
+        job = self.scheduler.get_job("delivery")
+        if job is not None:
+            job.modify(next_run_time=utcnow())
 
     def _check_completion(self) -> None:
         complete_ready_studies(
@@ -201,6 +220,7 @@ class AgentService:
                 self.ctx.metrics,
                 self.ctx.wake_workers,
                 name=f"{host}:{os.getpid()}:{n}",
+                on_delivering=self._wake_delivery,
             )
             thread = threading.Thread(
                 target=worker.run_forever,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,7 @@ class Worker:
         metrics: Metrics,
         wake: threading.Event,
         name: str,
+        on_delivering: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -103,6 +105,7 @@ class Worker:
         self.metrics = metrics
         self.wake = wake
         self.name = name
+        self.on_delivering = on_delivering
         self.results_root = settings.results.path
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
@@ -161,9 +164,8 @@ class Worker:
         logger.warning("job %s failed: %s (%s)", job_id, message, code)
 
     def _run(self, job_id: int, study_id: int) -> None:
-        from pipeline.run import PipelineOptions, run_pipeline
-
         from pipeline.errors import PipelineError
+        from pipeline.run import PipelineOptions, run_pipeline
         from pipeline.study import scan_study
 
         with self.sessions() as session:
@@ -297,6 +299,8 @@ class Worker:
                 queries.set_status(session, job, final)
                 self.metrics.jobs_finished.labels(final.value).inc()
         logger.info("job %s: %s", job_id, summary)
+        if deliveries and self.on_delivering is not None:
+            self.on_delivering()
 
 
 def _summary(result: PipelineResult) -> str:
