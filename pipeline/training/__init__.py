@@ -1,0 +1,1 @@
+"""Training and evaluation of the two networks, and the DEMO bundles trained on phantoms."""

@@ -1,0 +1,65 @@
+"""Batched data augmentation on 0..1 images: small rotations and scaling, gamma, contrast and
+noise. No flips: left/right anatomy (liver on the patient's right) must not change."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=gen)
+
+
+def random_affine(
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    gen: torch.Generator,
+    *,
+    max_degrees: float = 10.0,
+    scale: tuple[float, float] = (0.85, 1.2),
+    translate: float = 0.05,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rotate, scale and shift each image of a (batch, 1, H, W) tensor (and its mask) at random.
+
+    Masks are resampled bilinearly and thresholded at 0.5.
+    """
+    n = images.shape[0]
+    angle = _uniform(n, -max_degrees, max_degrees, gen) * (math.pi / 180.0)
+    zoom = torch.exp(_uniform(n, math.log(scale[0]), math.log(scale[1]), gen))
+    shift = _uniform(2 * n, -translate, translate, gen).view(n, 2) * 2.0
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    ).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out_mask = None
+    if masks is not None:
+        warped = F.grid_sample(masks, grid, mode="bilinear", align_corners=False)
+        out_mask = (warped > 0.5).to(masks.dtype)
+    return out, out_mask
+
+
+def random_intensity(
+    images: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    gamma: tuple[float, float] = (0.7, 1.5),
+    contrast: tuple[float, float] = (0.85, 1.15),
+    brightness: float = 0.05,
+    noise: float = 0.03,
+) -> torch.Tensor:
+    """Random gamma, contrast, brightness and Gaussian noise per image; result clipped to 0..1."""
+    n = images.shape[0]
+    shape = (n, 1, 1, 1)
+    g = torch.exp(_uniform(n, math.log(gamma[0]), math.log(gamma[1]), gen)).view(shape)
+    c = _uniform(n, contrast[0], contrast[1], gen).view(shape)
+    b = _uniform(n, -brightness, brightness, gen).view(shape)
+    sd = _uniform(n, 0.0, noise, gen).view(shape)
+    g, c, b, sd = (t.to(images.device, images.dtype) for t in (g, c, b, sd))
+    out = images.clamp(0.0, 1.0).pow(g) * c + b
+    eps = torch.randn(images.shape, generator=gen).to(images.device, images.dtype)
+    return (out + sd * eps).clamp_(0.0, 1.0)

@@ -1,0 +1,295 @@
+"""The DEMO bundles: both networks trained on synthetic phantoms so the agent runs out of the box,
+built on first use and cached per code version. Labelled DEMO everywhere; not for patients."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.bundle import Split, code_version, read_manifest
+from pipeline.errors import BundleError
+from pipeline.training.cls import ClsOptions, train_classification
+from pipeline.training.data import ClsCase, SegCase
+from pipeline.training.loop import TrainConfig
+from pipeline.training.seg import train_segmentation
+
+if TYPE_CHECKING:
+    from pipeline.phantoms import PhantomVolume, Vendor
+
+logger = logging.getLogger(__name__)
+
+DEMO_USE = (
+    "DEMO ONLY: trained on synthetic phantoms so that the agent can be tried out of the box. "
+    "Not trained on patients; its results on real images mean nothing. Not a medical device."
+)
+SEGMENTATION_DIR = "segmentation"
+CLASSIFICATION_DIR = "classification"
+VENDORS: tuple[Vendor, ...] = ("siemens", "ge", "philips")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and epochs of the DEMO training (chosen to fit about 5 minutes on 2 CPU cores)."""
+
+    seg_phantoms: int = 8
+    seg_input: int = 128
+    seg_epochs: int = 8
+    seg_batch: int = 16
+    seg_lr: float = 2e-3
+    cls_phantoms: int = 60
+    cls_input: int = 64
+    cls_epochs: int = 10
+    cls_batch: int = 16
+    cls_lr: float = 1e-3
+    cls_neighbours: int = 1  # training also uses the slices this far from the caudate level
+    matrix: int = 256
+
+
+def _phantom(seed: int, cirrhotic: bool, matrix: int) -> PhantomVolume:
+    from pipeline.phantoms import phantom_axial_t2
+
+    return phantom_axial_t2(
+        cirrhotic=cirrhotic,
+        seed=seed,
+        matrix=matrix,
+        vendor=VENDORS[seed % len(VENDORS)],
+        fat_suppressed=(seed // 2) % 4 == 3,  # independent of the label (seed parity)
+    )
+
+
+def segmentation_phantoms(count: int, seed: int, matrix: int = 256) -> list[SegCase]:
+    """``count`` phantom volumes, alternately normal and cirrhotic, vendors cycled."""
+    cases = []
+    for i in range(count):
+        s = seed * 1000 + i
+        vol = _phantom(s, bool(i % 2), matrix)
+        cases.append(
+            SegCase(
+                case_id=f"phantom-{s}",
+                pixels=vol.image,
+                mask=vol.liver_mask,
+                pixel_spacing=vol.pixel_spacing,
+                slice_spacing=vol.slice_spacing,
+            )
+        )
+    return cases
+
+
+def classification_phantoms(
+    seeds: list[int], matrix: int = 256, neighbours: int = 0
+) -> dict[int, list[ClsCase]]:
+    """For each seed (cirrhotic when odd) the caudate-level slice masked by the true liver
+    mask, first, then the slices up to ``neighbours`` away from it."""
+    out: dict[int, list[ClsCase]] = {}
+    for s in seeds:
+        vol = _phantom(s, bool(s % 2), matrix)
+        image, mask, k0 = vol.image, vol.liver_mask, vol.caudate_index
+        offsets = [0] + [d for n in range(1, neighbours + 1) for d in (-n, n)]
+        cases = []
+        for d in offsets:
+            k = k0 + d
+            if 0 <= k < image.shape[0] and mask[k].any():
+                cid = f"phantom-{s}" if d == 0 else f"phantom-{s}{d:+d}"
+                cases.append(ClsCase(cid, image[k], mask[k], int(s % 2)))
+        out[s] = cases
+    return out
+
+
+def train_demo_classifier(
+    out: Path, *, seed: int, settings: DemoSettings, progress: bool, overwrite: bool = False
+) -> Path:
+    """Train the DEMO classifier on phantoms split 70/15/15 by phantom (neighbour slices of
+    the training phantoms are extra training images)."""
+    from pipeline.training.split import split_cases
+
+    seeds = [seed * 1000 + 500 + i for i in range(settings.cls_phantoms)]
+    per_seed = classification_phantoms(seeds, settings.matrix, settings.cls_neighbours)
+    parts = split_cases([f"phantom-{s}" for s in seeds], seed)
+    train_ids = [c.case_id for s in seeds if f"phantom-{s}" in parts.train for c in per_seed[s]]
+    split = Split(train=train_ids, val=parts.val, test=parts.test)
+    cases = [c for s in seeds for c in per_seed[s]]
+    config = TrainConfig(
+        epochs=settings.cls_epochs,
+        seed=seed,
+        batch_size=settings.cls_batch,
+        input_size=settings.cls_input,
+        lr=settings.cls_lr,
+        name="liver-cirrhosis-DEMO",
+        version=code_version(),
+        device="cpu",
+        demo=True,
+        intended_use=DEMO_USE,
+        extra={"demo_settings": asdict(settings)},
+    )
+    bundle = train_classification(
+        cases,
+        out,
+        config,
+        ClsOptions(mode="masked"),
+        data_description=f"{len(seeds)} synthetic phantoms (pipeline.phantoms), caudate level",
+        progress=progress,
+        overwrite=overwrite,
+        split=split,
+    )
+    return bundle.path
+
+
+def build_demo_bundles(
+    out: Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+    settings: DemoSettings | None = None,
+) -> tuple[Path, Path]:
+    """Train both DEMO networks on phantoms and write ``out/segmentation`` and
+    ``out/classification``.
+
+    Returns
+    -------
+    tuple of Path
+        The segmentation and classification bundle folders.
+    """
+    settings = settings or DemoSettings()
+    started = time.monotonic()
+    cases = segmentation_phantoms(settings.seg_phantoms, seed, settings.matrix)
+    config = TrainConfig(
+        epochs=settings.seg_epochs,
+        seed=seed,
+        batch_size=settings.seg_batch,
+        input_size=settings.seg_input,
+        lr=settings.seg_lr,
+        name="liver-segmentation-DEMO",
+        version=code_version(),
+        device="cpu",
+        demo=True,
+        intended_use=DEMO_USE,
+        extra={"demo_settings": asdict(settings)},
+    )
+    seg = train_segmentation(
+        cases,
+        out / SEGMENTATION_DIR,
+        config,
+        data_description=f"{len(cases)} synthetic phantom volumes (pipeline.phantoms)",
+        progress=progress,
+        overwrite=overwrite,
+    ).path
+    cls = train_demo_classifier(
+        out / CLASSIFICATION_DIR,
+        seed=seed,
+        settings=settings,
+        progress=progress,
+        overwrite=overwrite,
+    )
+    logger.info("DEMO bundles built in %.0f s under %s", time.monotonic() - started, out)
+    return seg, cls
+
+
+def demo_key(settings: DemoSettings | None = None, seed: int = 0) -> str:
+    """Package version plus a hash of the training, network, bundle and phantom code and the
+    DEMO settings: a change to any of them makes a new cache entry."""
+    import pipeline
+
+    root = Path(pipeline.__file__).parent
+    digest = hashlib.sha256(repr((asdict(settings or DemoSettings()), seed)).encode())
+    files = sorted(
+        [
+            *root.glob("training/*.py"),
+            *root.glob("phantoms/*.py"),
+            root / "networks.py",
+            root / "preprocess.py",
+            root / "bundle.py",
+        ]
+    )
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode())
+        digest.update(file.read_bytes())
+    return f"{code_version()}-{digest.hexdigest()[:12]}"
+
+
+def _complete(folder: Path) -> bool:
+    try:
+        for name in (SEGMENTATION_DIR, CLASSIFICATION_DIR):
+            read_manifest(folder / name)
+    except BundleError:
+        return False
+    return True
+
+
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_demo_bundles(
+    cache_dir: Path,
+    *,
+    progress: bool = True,
+    settings: DemoSettings | None = None,
+    seed: int = 0,
+) -> tuple[Path, Path]:
+    """The DEMO bundles, built on first use under ``cache_dir/demo-<key>/``.
+
+    Safe against several processes at once: one builds (holding a file lock) into a temporary
+    folder renamed into place when complete; the others wait for the lock and then use it.
+
+    Parameters
+    ----------
+    cache_dir
+        Where DEMO bundles are kept (settings ``model.cache_dir``).
+    progress
+        Show progress bars while building.
+    settings, seed
+        The DEMO training settings (tests use smaller ones); part of the cache key.
+
+    Returns
+    -------
+    tuple of Path
+        The segmentation and classification bundle folders.
+    """
+    key = demo_key(settings, seed)
+    final = cache_dir / f"demo-{key}"
+    if not _complete(final):
+        with _locked(cache_dir / f".demo-{key}.lock"):
+            if not _complete(final):
+                logger.info("building the DEMO bundles in %s (first use of this version)", final)
+                tmp = cache_dir / f".demo-{key}.tmp-{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                try:
+                    build_demo_bundles(
+                        tmp, seed=seed, progress=progress, settings=settings or DemoSettings()
+                    )
+                    if final.exists():
+                        shutil.rmtree(final)  # an incomplete leftover
+                    tmp.rename(final)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return final / SEGMENTATION_DIR, final / CLASSIFICATION_DIR
+
+
+__all__ = [
+    "CLASSIFICATION_DIR",
+    "DEMO_USE",
+    "SEGMENTATION_DIR",
+    "DemoSettings",
+    "build_demo_bundles",
+    "classification_phantoms",
+    "demo_key",
+    "ensure_demo_bundles",
+    "segmentation_phantoms",
+]

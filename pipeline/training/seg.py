@@ -1,0 +1,318 @@
+"""Training of the liver segmentation network (U-Net, ResNet34 encoder) on labelled series."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from pipeline.bundle import Bundle, Normalisation, Split, save_bundle
+from pipeline.inference import autocast
+from pipeline.networks import UNET_RESNET34, build_network, encoder_module, set_train_mode
+from pipeline.preprocess import normalise_channels, resize, scale_to_unit
+from pipeline.training.augment import random_affine, random_intensity
+from pipeline.training.data import SegCase
+from pipeline.training.evaluate import evaluate_segmentation
+from pipeline.training.loop import (
+    RESEARCH_USE,
+    TrainConfig,
+    calibration_indices,
+    clone_state,
+    init_encoder,
+    make_optimiser,
+    provisional_bundle,
+    recalibrate_batch_norm,
+    resolve_precision,
+    seed_everything,
+    training_device,
+)
+from pipeline.training.progress import TrainProgress
+from pipeline.training.split import split_cases
+
+logger = logging.getLogger(__name__)
+
+SEG_NORMALISATION = Normalisation(scope="volume", low_percentile=0.5, high_percentile=99.5)
+
+
+def prepare_slices(
+    cases: Sequence[SegCase], size: tuple[int, int], norm: Normalisation
+) -> tuple[torch.Tensor, torch.Tensor, list[slice]]:
+    """All slices of the cases as 0..1 images and masks at the input size (N, 1, H, W), and
+    the range of each case in them."""
+    images, masks, ranges = [], [], []
+    start = 0
+    for case in cases:
+        unit = torch.from_numpy(scale_to_unit(case.pixels, norm)).unsqueeze(1)
+        images.append(resize(unit, size))
+        mask = torch.from_numpy(case.mask.astype(np.float32)).unsqueeze(1)
+        masks.append((resize(mask, size) > 0.5).float())
+        ranges.append(slice(start, start + unit.shape[0]))
+        start += unit.shape[0]
+    if not images:
+        empty = torch.zeros((0, 1, *size))
+        return empty, empty.clone(), ranges
+    return torch.cat(images), torch.cat(masks), ranges
+
+
+def random_crop(
+    images: torch.Tensor, masks: torch.Tensor, crop: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random square patch of every image of the batch and of its masks."""
+    top = int(torch.randint(0, images.shape[-2] - crop + 1, (1,), generator=gen))
+    left = int(torch.randint(0, images.shape[-1] - crop + 1, (1,), generator=gen))
+    window = (..., slice(top, top + crop), slice(left, left + crop))
+    return images[window], masks[window]
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss over the whole batch (1 - Dice)."""
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum()
+    return 1.0 - (2.0 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
+
+
+def dice(pred: np.ndarray[Any, Any], truth: np.ndarray[Any, Any]) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    total = int(pred.sum()) + int(truth.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(pred, truth).sum()) / total
+
+
+def train_segmentation(
+    cases: Sequence[SegCase],
+    out: Path,
+    config: TrainConfig,
+    *,
+    data_description: str,
+    progress: bool = True,
+    overwrite: bool = False,
+    split: Split | None = None,
+) -> Bundle:
+    """Train the U-Net/ResNet34 on labelled series and write a segmentation bundle.
+
+    Cases are split by patient (70/15/15, ``config.seed``); the weights of the epoch with the
+    best validation Dice are kept (last epoch when there is no validation case) and tested on
+    the test cases with the inference code (original matrix, post-processing).
+
+    Parameters
+    ----------
+    cases
+        Labelled series (:func:`pipeline.training.data.load_segmentation_cases`).
+    out
+        The bundle folder to write.
+    config
+        Training settings.
+    data_description
+        One line for the manifest (what data, where from).
+    progress
+        Show rich progress bars on stderr.
+    overwrite
+        Replace an existing bundle.
+    split
+        Case identifiers of each part, instead of the random 70/15/15 split by seed; cases in
+        none of the parts are not used.
+
+    Returns
+    -------
+    Bundle
+        The written bundle.
+    """
+    gen = seed_everything(config.seed)
+    device = training_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    size = (config.input_size, config.input_size)
+    if split is None:
+        split = split_cases([c.case_id for c in cases], config.seed)
+    by_id = {c.case_id: c for c in cases}
+    train_cases = [by_id[c] for c in split.train]
+    val_cases = [by_id[c] for c in split.val]
+    images, masks, _ = prepare_slices(train_cases, size, SEG_NORMALISATION)
+    val_images, val_masks, val_ranges = prepare_slices(val_cases, size, SEG_NORMALISATION)
+
+    net = build_network(UNET_RESNET34, 3, 1)
+    encoder_note = init_encoder(net, UNET_RESNET34, config)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    batches = max(1, -(-images.shape[0] // config.batch_size))
+    calib = images[calibration_indices(images.shape[0])]
+    optimiser, schedule = make_optimiser(
+        net, config.lr, config.epochs * batches, max_minutes=config.max_minutes
+    )
+    logger.info(
+        "training segmentation: %d/%d/%d cases, %d slices, %s, %s",
+        len(split.train),
+        len(split.val),
+        len(split.test),
+        images.shape[0],
+        device,
+        precision,
+    )
+
+    best_state, best_epoch, best_score = clone_state(net), 0, -1.0
+    history: list[dict[str, float]] = []
+    started = time.monotonic()
+    epochs_done = 0
+    with TrainProgress(config.epochs, enabled=progress, title="segmentation") as bar:
+        for epoch in range(1, config.epochs + 1):
+            set_train_mode(net, UNET_RESNET34, frozen_encoder=config.freeze_encoder)
+            order = torch.randperm(images.shape[0], generator=gen)
+            bar.start_epoch(epoch, batches)
+            losses = []
+            for b in range(batches):
+                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+                x, y = images[idx], masks[idx]
+                if config.augment:
+                    x, y_aug = random_affine(x, y, gen)
+                    assert y_aug is not None
+                    y = y_aug
+                    x = random_intensity(x, gen)
+                if config.crop_size is not None and config.crop_size < config.input_size:
+                    x, y = random_crop(x, y, config.crop_size, gen)
+                x = normalise_channels(x.to(device), SEG_NORMALISATION, 3)
+                x = x.contiguous(memory_format=torch.channels_last)
+                y = y.to(device)
+                with autocast(device, precision):
+                    logits = net(x)
+                logits = logits.float()
+                loss = F.binary_cross_entropy_with_logits(logits, y) + dice_loss(logits, y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimiser.step()
+                schedule.step()
+                value = float(loss.detach())
+                losses.append(value)
+                bar.batch(value)
+            epochs_done = epoch
+            recalibrate_batch_norm(
+                net,
+                [
+                    normalise_channels(b, SEG_NORMALISATION, 3)
+                    for b in torch.split(calib, config.batch_size)
+                ],
+                frozen=encoder_module(net, UNET_RESNET34) if config.freeze_encoder else None,
+                device=device,
+                precision=precision,
+            )
+            train_loss = float(np.mean(losses))
+            record = {"epoch": float(epoch), "train_loss": train_loss}
+            if val_cases:
+                val_dice = _validation_dice(
+                    net, val_images, val_masks, val_ranges, device, precision, config.batch_size
+                )
+                record["val_dice"] = val_dice
+                score = val_dice
+            else:
+                score = float(epoch)  # no validation case: keep the last epoch
+            history.append(record)
+            if score > best_score:
+                best_state, best_epoch, best_score = clone_state(net), epoch, score
+            info = f"loss {train_loss:.4f}" + (
+                f"  val Dice {record['val_dice']:.4f} (best {best_score:.4f} @ {best_epoch})"
+                if val_cases
+                else ""
+            )
+            bar.end_epoch(info)
+            logger.info("epoch %d: %s", epoch, info)
+            elapsed = (time.monotonic() - started) / 60.0
+            if (
+                config.max_minutes is not None
+                and elapsed * (epoch + 1) / epoch > config.max_minutes
+            ):
+                bar.log(f"stopping after epoch {epoch}: time budget {config.max_minutes} min")
+                break
+    train_seconds = time.monotonic() - started
+
+    metrics: dict[str, float] = {"train_loss_last": history[-1]["train_loss"]}
+    if val_cases:
+        metrics["val_mean_dice"] = best_score
+    fields = _manifest_fields(config, precision, data_description, len(cases), split.model_dump())
+    fields["training"].update(
+        epochs=epochs_done,
+        best_epoch=best_epoch,
+        metrics=metrics,
+    )
+    fields["training"]["settings"].update(
+        encoder_init=encoder_note,
+        train_seconds=round(train_seconds, 1),
+        device=str(device),
+        slices_train=int(images.shape[0]),
+        history=history,
+    )
+    if split.test:
+        test_cases = [by_id[c] for c in split.test]
+        trial = provisional_bundle(fields, best_state, out)
+        result = evaluate_segmentation(trial, test_cases, device=str(device))
+        metrics["test_mean_dice"] = result.mean_dice
+        for cid, value in result.dice.items():
+            metrics[f"test_dice_{cid}"] = value
+    return save_bundle(out, fields, best_state, overwrite=overwrite)
+
+
+def _validation_dice(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    ranges: list[slice],
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+) -> float:
+    """Mean per-case Dice at the input size (threshold 0.5, no post-processing)."""
+    net.eval()
+    preds = torch.empty(masks.shape, dtype=torch.bool)
+    step = max(batch_size, 16)
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(0, images.shape[0], step):
+            x = normalise_channels(images[start : start + step].to(device), SEG_NORMALISATION, 3)
+            logits = net(x.contiguous(memory_format=torch.channels_last))
+            preds[start : start + step] = (logits.float() > 0).cpu()
+    truth = masks > 0.5
+    return float(np.mean([dice(preds[r].numpy(), truth[r].numpy()) for r in ranges]))
+
+
+def _manifest_fields(
+    config: TrainConfig, precision: str, data: str, n_cases: int, split: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "name": config.name,
+        "version": config.version,
+        "task": "segmentation",
+        "network": {"architecture": UNET_RESNET34, "in_channels": 3, "classes": 1},
+        "input": {
+            "size": [config.input_size, config.input_size],
+            "normalisation": SEG_NORMALISATION.model_dump(mode="json"),
+            "channels": 3,
+        },
+        "precision": precision,
+        "intended_use": config.intended_use
+        or RESEARCH_USE.format(what="Liver segmentation", data=data),
+        "demo": config.demo,
+        "training": {
+            "data": data,
+            "cases": n_cases,
+            "split": split,
+            "seed": config.seed,
+            "epochs": config.epochs,
+            "best_epoch": 0,
+            "metrics": {},
+            "settings": {
+                "input_size": config.input_size,
+                "batch_size": config.batch_size,
+                "lr": config.lr,
+                "epochs_requested": config.epochs,
+                "freeze_encoder": config.freeze_encoder,
+                "augment": config.augment,
+                "crop_size": config.crop_size,
+                "loss": "BCE + soft Dice",
+                "optimiser": "AdamW wd 1e-4, 3% warm-up, cosine",
+                "selection": "best validation Dice (per-case mean, input size)",
+                **config.extra,
+            },
+        },
+    }
