@@ -33,5 +33,10 @@ pytest: setup
 
 test: system-packages lint typecheck pytest
 
+# Orthanc + the agent on loopback with two phantom studies (README: Demo); Ctrl-C stops both.
+demo: setup
+	@./deploy/install-system-packages.sh orthanc orthanc-dicomweb
+	$(BIN)/liver-agent demo
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
