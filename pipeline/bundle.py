@@ -69,6 +69,13 @@ class InputSpec(_Strict):
     size: tuple[int, int]
     normalisation: Normalisation
     channels: int = Field(default=3, ge=1, le=3, description="grey slice repeated this often")
+    context: int = Field(
+        default=0,
+        ge=0,
+        le=1,
+        description="segmentation: 0 = the slice in every channel; 1 = channels are the slices "
+        "below, at and above (2.5D, edge slices repeated)",
+    )
 
 
 class ClassificationSpec(_Strict):
@@ -126,6 +133,8 @@ class Manifest(_Strict):
             raise ValueError("'classification' settings are required for (only) a classifier")
         if self.input.channels != self.network.in_channels:
             raise ValueError("input.channels must equal network.in_channels")
+        if self.input.context and self.input.channels != 2 * self.input.context + 1:
+            raise ValueError("input.context 1 needs input.channels 3 (below, at, above)")
         norm = self.input.normalisation
         if len(norm.mean) != self.input.channels or len(norm.std) != self.input.channels:
             raise ValueError("normalisation mean/std need one value per input channel")

@@ -20,6 +20,7 @@ from pipeline.preprocess import (
     normalise_channels,
     resize,
     scale_to_unit,
+    with_context,
 )
 from pipeline.types import Classification, LiverSegmentation, ModelInfo, Volume
 
@@ -137,7 +138,8 @@ class SegmentationModel(_Model):
         spec = self.manifest.input
         size = (spec.size[0], spec.size[1])
         for start in range(0, unit.shape[0], self.batch_size):
-            chunk = unit[start : start + self.batch_size].to(self.device).unsqueeze(1)
+            chunk = with_context(unit, spec.context, start, start + self.batch_size)
+            chunk = chunk.to(self.device)
             batch = normalise_channels(resize(chunk, size), spec.normalisation, spec.channels)
             yield start, self._forward(batch)
 

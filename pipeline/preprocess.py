@@ -91,9 +91,25 @@ def resize(batch: torch.Tensor, size: tuple[int, int], *, mode: str = "bilinear"
     )
 
 
+def with_context(
+    unit: torch.Tensor, context: int, start: int = 0, stop: int | None = None
+) -> torch.Tensor:
+    """Slices ``start:stop`` of a (slices, H, W) volume as (n, 2*context+1, H, W): each slice
+    with its neighbours below and above as channels (2.5D); the first and last slices repeat
+    themselves where a neighbour is missing. ``context`` 0 gives (n, 1, H, W)."""
+    stop = unit.shape[0] if stop is None else min(stop, unit.shape[0])
+    if context == 0:
+        return unit[start:stop].unsqueeze(1)
+    index = torch.arange(start, stop)
+    offsets = torch.arange(-context, context + 1)
+    neighbours = (index[:, None] + offsets[None, :]).clamp_(0, unit.shape[0] - 1)
+    return unit[neighbours]
+
+
 def normalise_channels(unit: torch.Tensor, norm: Normalisation, channels: int) -> torch.Tensor:
     """Turn a (batch, 1, H, W) 0..1 tensor into the network input (batch, channels, H, W):
-    the grey slice repeated per channel, minus the channel mean, divided by the channel std."""
+    the grey slice repeated per channel (or, for a (batch, channels, H, W) 2.5D tensor, each
+    channel as it is), minus the channel mean, divided by the channel std."""
     mean = torch.tensor(norm.mean, dtype=unit.dtype, device=unit.device).view(1, channels, 1, 1)
     inv_std = 1.0 / torch.tensor(norm.std, dtype=unit.dtype, device=unit.device)
     scale = inv_std.view(1, channels, 1, 1)

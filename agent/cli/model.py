@@ -141,6 +141,15 @@ def train_seg(
         Path | None,
         typer.Option("--init-from", help="continue training from this segmentation bundle"),
     ] = None,
+    context: Annotated[
+        int,
+        typer.Option(
+            "--context",
+            min=0,
+            max=1,
+            help="1: the slices below and above as extra channels (2.5D); 0: the slice alone",
+        ),
+    ] = 1,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -162,6 +171,7 @@ def train_seg(
         max_minutes=max_minutes,
         crop_size=crop_size,
         init_from=init_from,
+        context=context,
     )
     cases = _guard(lambda: load_segmentation_cases(data))
     bundle = _guard(

@@ -46,6 +46,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop after the epoch that passes this much wall time
     crop_size: int | None = None  # segmentation: train on random crops of the input (patches)
     init_from: Path | None = None  # continue from this bundle's weights (same architecture)
+    context: int = 0  # segmentation: neighbouring slices as channels (2.5D)
     augment: bool = True
     demo: bool = False
     intended_use: str | None = None

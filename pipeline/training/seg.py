@@ -15,7 +15,7 @@ import torch.nn.functional as F  # noqa: N812
 from pipeline.bundle import Bundle, Normalisation, Split, save_bundle
 from pipeline.inference import autocast
 from pipeline.networks import UNET_RESNET34, build_network, encoder_module, set_train_mode
-from pipeline.preprocess import normalise_channels, resize, scale_to_unit
+from pipeline.preprocess import normalise_channels, resize, scale_to_unit, with_context
 from pipeline.training.augment import random_affine, random_intensity
 from pipeline.training.data import SegCase
 from pipeline.training.evaluate import evaluate_segmentation
@@ -41,14 +41,14 @@ SEG_NORMALISATION = Normalisation(scope="volume", low_percentile=0.5, high_perce
 
 
 def prepare_slices(
-    cases: Sequence[SegCase], size: tuple[int, int], norm: Normalisation
+    cases: Sequence[SegCase], size: tuple[int, int], norm: Normalisation, context: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, list[slice]]:
-    """All slices of the cases as 0..1 images and masks at the input size (N, 1, H, W), and
-    the range of each case in them."""
+    """All slices of the cases as 0..1 images (N, 2*context+1, H, W) and masks (N, 1, H, W)
+    at the input size, and the range of each case in them."""
     images, masks, ranges = [], [], []
     start = 0
     for case in cases:
-        unit = torch.from_numpy(scale_to_unit(case.pixels, norm)).unsqueeze(1)
+        unit = with_context(torch.from_numpy(scale_to_unit(case.pixels, norm)), context)
         images.append(resize(unit, size))
         mask = torch.from_numpy(case.mask.astype(np.float32)).unsqueeze(1)
         masks.append((resize(mask, size) > 0.5).float())
@@ -56,7 +56,7 @@ def prepare_slices(
         start += unit.shape[0]
     if not images:
         empty = torch.zeros((0, 1, *size))
-        return empty, empty.clone(), ranges
+        return empty.repeat(1, 2 * context + 1, 1, 1), empty.clone(), ranges
     return torch.cat(images), torch.cat(masks), ranges
 
 
@@ -133,8 +133,9 @@ def train_segmentation(
     by_id = {c.case_id: c for c in cases}
     train_cases = [by_id[c] for c in split.train]
     val_cases = [by_id[c] for c in split.val]
-    images, masks, _ = prepare_slices(train_cases, size, SEG_NORMALISATION)
-    val_images, val_masks, val_ranges = prepare_slices(val_cases, size, SEG_NORMALISATION)
+    context = config.context
+    images, masks, _ = prepare_slices(train_cases, size, SEG_NORMALISATION, context)
+    val_images, val_masks, val_ranges = prepare_slices(val_cases, size, SEG_NORMALISATION, context)
 
     net = build_network(UNET_RESNET34, 3, 1)
     encoder_note = init_encoder(net, UNET_RESNET34, config)
@@ -288,6 +289,7 @@ def _manifest_fields(
             "size": [config.input_size, config.input_size],
             "normalisation": SEG_NORMALISATION.model_dump(mode="json"),
             "channels": 3,
+            "context": config.context,
         },
         "precision": precision,
         "intended_use": config.intended_use
@@ -309,6 +311,7 @@ def _manifest_fields(
                 "freeze_encoder": config.freeze_encoder,
                 "augment": config.augment,
                 "crop_size": config.crop_size,
+                "context": config.context,
                 "loss": "BCE + soft Dice",
                 "optimiser": "AdamW wd 1e-4, 3% warm-up, cosine",
                 "selection": "best validation Dice (per-case mean, input size)",

@@ -193,3 +193,15 @@ def test_wrong_task_and_device(bundles: dict[str, Bundle]) -> None:
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("tpu")
+
+
+def test_context_channels_are_the_neighbouring_slices() -> None:
+    import torch
+
+    from pipeline.preprocess import with_context
+
+    volume = torch.arange(5, dtype=torch.float32).view(5, 1, 1).expand(5, 2, 2)
+    stacked = with_context(volume, 1, 3, 99)
+    assert stacked.shape == (2, 3, 2, 2)
+    assert stacked[:, :, 0, 0].tolist() == [[2, 3, 4], [3, 4, 4]]  # edge slice repeats itself
+    assert with_context(volume, 0).shape == (5, 1, 2, 2)
