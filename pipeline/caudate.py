@@ -149,11 +149,7 @@ def caudate_slice(
         )
     _check_coverage(profile, extent, n, cranial_last, edge_area_fraction, min_liver_slices, uid)
 
-    target = extent.top + fraction * (extent.bottom - extent.top)
-    half = math.floor(window_mm / volume.slice_spacing + 1e-9) if window_mm > 0 else 0
-    low = max(extent.first, round(target) - half)
-    high = min(extent.last, round(target) + half)
-    index = min(range(low, high + 1), key=lambda k: (-profile[k], abs(k - target)))
+    index, target = level_in_extent(profile, extent, volume.slice_spacing, fraction, window_mm)
     rule = (
         f"largest liver area within {window_mm:g} mm of {fraction:g} of the liver's "
         f"cranio-caudal extent from its top (slice {extent.top} to slice {extent.bottom})"
@@ -177,6 +173,42 @@ def caudate_slice(
         liver_last_index=extent.last,
         rule=rule,
     )
+
+
+def level_in_extent(
+    profile: npt.NDArray[np.float64],
+    extent: LiverExtent,
+    slice_spacing: float,
+    fraction: float = DEFAULT_FRACTION,
+    window_mm: float = WINDOW_MM,
+) -> tuple[int, float]:
+    """The rule itself: the slice of largest liver area within ``window_mm`` of ``fraction`` of
+    the extent from its top. Returns the index and the target position (fractional index)."""
+    target = extent.top + fraction * (extent.bottom - extent.top)
+    half = math.floor(window_mm / slice_spacing + 1e-9) if window_mm > 0 else 0
+    low = max(extent.first, round(target) - half)
+    high = min(extent.last, round(target) + half)
+    index = min(range(low, high + 1), key=lambda k: (-profile[k], abs(k - target)))
+    return index, target
+
+
+def caudate_index_of_mask(
+    mask: npt.NDArray[np.bool_],
+    pixel_spacing: tuple[float, float],
+    slice_spacing: float,
+    *,
+    cranial_last: bool = True,
+    fraction: float = DEFAULT_FRACTION,
+    min_liver_area_mm2: float = MIN_LIVER_AREA_MM2,
+) -> int:
+    """The caudate-level index of a liver mask (slices, rows, columns) by the same rule as
+    :func:`caudate_slice`, without coverage checks: for training data whose masks are true
+    labels. ``cranial_last``: slices run from the feet to the head (NIfTI, phantoms)."""
+    profile = mask.sum(axis=(1, 2), dtype=np.float64) * (pixel_spacing[0] * pixel_spacing[1])
+    extent = liver_extent(profile, min_liver_area_mm2, cranial_last=cranial_last)
+    if extent is None:
+        raise ValueError("the liver mask is empty")
+    return level_in_extent(profile, extent, slice_spacing, fraction)[0]
 
 
 def liver_extent(

@@ -201,14 +201,26 @@ def _seg_case(folder: Path, files: dict[tuple[str, str], Path], cid: str, liver:
     return SegCase(cid, pixels.astype(np.float32), mask, spacing, slice_spacing)
 
 
-def caudate_fallback_index(mask: BoolArray, fraction: float = 0.45) -> int:
-    """Slice at ``fraction`` of the liver's cranio-caudal extent from its top (slices run
-    inferior to superior), used when a classification case gives no slice index."""
-    present = np.flatnonzero(mask.any(axis=(1, 2)))
-    if present.size == 0:
+def caudate_fallback_index(
+    mask: BoolArray,
+    fraction: float = 0.45,
+    pixel_spacing: tuple[float, float] = (1.0, 1.0),
+    slice_spacing: float = 5.0,
+) -> int:
+    """The caudate-level slice of a labelled volume (slices run inferior to superior) by the
+    pipeline's rule, used when a classification case gives no slice index."""
+    from pipeline.caudate import caudate_index_of_mask
+
+    if not mask.any():
         raise DataError("data_layout", "the liver mask is empty")
-    top, bottom = int(present[-1]), int(present[0])
-    return round(top - fraction * (top - bottom))
+    return caudate_index_of_mask(
+        mask,
+        pixel_spacing,
+        slice_spacing,
+        cranial_last=True,
+        fraction=fraction,
+        min_liver_area_mm2=1e-6,  # any liver pixel: true labels need no noise threshold
+    )
 
 
 def load_classification_cases(
@@ -260,13 +272,13 @@ def _cls_case(
         mask_file = files.get(("mask", cid)) or files.get(("label", cid))
         if mask_file is None:
             raise DataError("data_missing", f"{folder}: image_{cid} has no mask_{cid}.nii.gz")
-        pixels, _, _ = read_nifti(files[("image", cid)])
+        pixels, spacing, slice_spacing = read_nifti(files[("image", cid)])
         raw_mask, _, _ = read_nifti(mask_file)
         mask = (raw_mask == 1) if mask_file.name.startswith("label_") else raw_mask != 0
         if index is not None:
             index = _stored_to_sorted_index(files[("image", cid)], index, pixels.shape[0])
     elif (folder / cid).is_dir() and (folder / f"mask_{cid}.npy").is_file():
-        pixels_f, _, _ = read_dicom_series(folder / cid)
+        pixels_f, spacing, slice_spacing = read_dicom_series(folder / cid)
         pixels = pixels_f.astype(np.float64)
         mask = np.load(folder / f"mask_{cid}.npy") != 0
         mask = mask.reshape(pixels.shape) if mask.size == pixels.size else mask
@@ -278,7 +290,11 @@ def _cls_case(
     if mask.shape != pixels.shape:
         raise DataError("data_layout", f"case {cid}: mask {mask.shape} != image {pixels.shape}")
     if index is None:
-        index = 0 if pixels.shape[0] == 1 else caudate_fallback_index(mask)
+        index = (
+            0
+            if pixels.shape[0] == 1
+            else caudate_fallback_index(mask, pixel_spacing=spacing, slice_spacing=slice_spacing)
+        )
     if not 0 <= index < pixels.shape[0]:
         raise DataError(
             "data_layout", f"case {cid}: slice {index} outside 0..{pixels.shape[0] - 1}"

@@ -88,11 +88,18 @@ def classification_phantoms(
     seeds: list[int], matrix: int = 256, neighbours: int = 0
 ) -> dict[int, list[ClsCase]]:
     """For each seed (cirrhotic when odd) the caudate-level slice masked by the true liver
-    mask, first, then the slices up to ``neighbours`` away from it."""
+    mask, first, then the slices up to ``neighbours`` away from it.
+
+    The level is found by the pipeline's own rule (:func:`pipeline.caudate.caudate_index_of_mask`)
+    on the true mask, so the classifier is trained on the slices the agent will show it.
+    """
+    from pipeline.caudate import caudate_index_of_mask
+
     out: dict[int, list[ClsCase]] = {}
     for s in seeds:
         vol = _phantom(s, bool(s % 2), matrix)
-        image, mask, k0 = vol.image, vol.liver_mask, vol.caudate_index
+        image, mask = vol.image, vol.liver_mask
+        k0 = caudate_index_of_mask(mask, vol.pixel_spacing, vol.slice_spacing)
         offsets = [0] + [d for n in range(1, neighbours + 1) for d in (-n, n)]
         cases = []
         for d in offsets:
