@@ -56,8 +56,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("health")
     def health(as_json: JsonOption = False, config: ConfigOption = None) -> None:
-        """Readiness checks like GET /readyz: database, spool disk, and the running agent
-        (reached over HTTP with the token) with its models. Exit 1 if any check fails."""
+        """Readiness checks like GET /readyz: database, spool disk, models; exit 1 on failure.
+
+        The model check asks the running agent over HTTP, with the token.
+        """
         from agent.http.health import readiness
         from agent.service import open_context
 
@@ -92,8 +94,11 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
         config: ConfigOption = None,
     ) -> None:
-        """Where the API token comes from (settings, or the token file next to the database,
-        made now if missing); ``--show`` prints the token alone on stdout."""
+        """Where the API token comes from; --show prints the token alone.
+
+        The token is http.token from the settings, or the token file next to the database
+        (made now if missing).
+        """
         from agent.http.auth import HttpConfigError, TokenSource, resolve_token
 
         settings = settings_or_exit(config)

@@ -271,8 +271,11 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="stop both once the results are back (scripts, CI)")
         ] = False,
     ) -> None:
-        """Start Orthanc and the agent on loopback, send two phantom studies (cirrhotic,
-        normal) into Orthanc, let Orthanc route them to the agent and show the results."""
+        """Orthanc and the agent on loopback with two phantom studies (make demo).
+
+        Sends a cirrhotic and a normal phantom study into Orthanc, lets Orthanc route them to
+        the agent, shows the results and keeps both running until Ctrl-C.
+        """
         if (seg_model is None) != (cls_model is None):
             fail("give both --seg-model and --cls-model, or neither (DEMO networks)", 2)
         bundles = (seg_model, cls_model) if seg_model and cls_model else None
