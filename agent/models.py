@@ -61,9 +61,8 @@ class ModelProvider:
         return Path(segmentation), Path(classification)
 
     def _load(self) -> None:
-        from pipeline.run import Models
-
         from pipeline.errors import PipelineError
+        from pipeline.run import Models
 
         try:
             segmentation, classification = self.bundle_paths()

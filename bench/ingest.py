@@ -42,6 +42,9 @@ from tests.integration.processes import (
 Receiver = Callable[[Path], "contextmanager[tuple[int, str]]"]
 
 
+FLUSH = "files"
+
+
 @contextmanager
 def agent_receiver(workdir: Path) -> Iterator[tuple[int, str]]:
     port, http_port = free_port(), free_port()
@@ -54,6 +57,7 @@ def agent_receiver(workdir: Path) -> Iterator[tuple[int, str]]:
         logging={"level": "WARNING"},
     )
     config["dicom"]["max_associations"] = 16
+    config["spool"] = {"flush": FLUSH}
     agent = AgentProcess(workdir, config, port, http_port).start()
     try:
         yield port, "LIVERAI"
@@ -142,7 +146,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=1, help="runs per receiver and mode")
+    parser.add_argument(
+        "--flush", choices=("files", "filesystem"), default="files", help="agent spool.flush"
+    )
     args = parser.parse_args()
+    global FLUSH
+    FLUSH = args.flush
     if not shutil.which("Orthanc"):
         sys.exit("Orthanc is not installed (make system-packages)")
 
@@ -155,7 +164,8 @@ def main() -> None:
         mb = sum(f.stat().st_size for f in files) / 2**20
         print(
             f"{args.images} MR images {args.size}x{args.size} ({mb:.0f} MiB), "
-            f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+            f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+            f"agent spool.flush={FLUSH}"
         )
         receivers: dict[str, Callable[[Path], object]] = {
             "agent": agent_receiver,
