@@ -72,10 +72,12 @@ class Ingestor:
     """Takes instances in for every protocol.
 
     Each instance is parsed and written under a temporary name by the calling thread (one
-    per association); a single committer thread then takes every instance waiting, renames
-    the files into place, records the rows in one transaction and makes both durable with one
-    flush of the file system (:meth:`storage.spool.Spool.barrier`) before any of them is
-    acknowledged. Concurrent associations share flushes (group commit).
+    per association). Then one of the waiting threads, the leader, takes every instance
+    waiting, renames the files into place, records the rows in one transaction and makes both
+    durable with one flush of the file system (:meth:`storage.spool.Spool.barrier`) before any
+    of them is acknowledged; the others wait for it, and one of those still waiting leads the
+    next batch. Concurrent associations share flushes (group commit), and a lone association
+    commits on its own thread, without a hand-over to another thread.
 
     Parameters
     ----------
@@ -108,7 +110,7 @@ class Ingestor:
         self.durable_paths = durable_paths
         self._queue: list[_Pending] = []
         self._cond = threading.Condition()
-        self._committer: threading.Thread | None = None
+        self._leading = False  # a thread is committing a batch
         self._closed = False
         #: called after an association or STOW request ended (the service schedules the
         #: completion check for the end of the quiet period)
@@ -135,12 +137,11 @@ class Ingestor:
             self.on_association_end()
 
     def close(self) -> None:
-        """Stop the committer after the instances already waiting are committed."""
+        """Refuse new instances; return once the batch being committed, if any, is done."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._committer is not None:
-            self._committer.join(timeout=30)
+            self._cond.wait_for(lambda: not self._leading, timeout=30)
 
     # instances ----------------------------------------------------------------------------
 
@@ -263,7 +264,6 @@ class Ingestor:
         )
         pending = _Pending(staged, record, association_id, source_ae)
         self._submit(pending)
-        pending.done.wait()
         if pending.error is not None:
             raise pending.error
         if pending.duplicate:
@@ -289,41 +289,36 @@ class Ingestor:
     # group commit -------------------------------------------------------------------------
 
     def _submit(self, pending: _Pending) -> None:
+        """Queue ``pending`` and return once a batch holding it is committed (or failed)."""
         with self._cond:
             if self._closed:
                 self.spool.discard(pending.staged)
                 raise IngestError(
                     "shutting_down", "the agent is stopping", StoreStatus.OUT_OF_RESOURCES
                 )
-            if self._committer is None:
-                self._committer = threading.Thread(
-                    target=self._commit_loop, name="ingest-committer", daemon=True
-                )
-                self._committer.start()
             self._queue.append(pending)
-            self._cond.notify()
-
-    def _commit_loop(self) -> None:
-        while True:
+            self._cond.wait_for(lambda: pending.done.is_set() or not self._leading)
+            if pending.done.is_set():
+                return
+            # no one is committing: lead; the queue holds ``pending`` and whoever came since
+            self._leading = True
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        except Exception as err:  # a bug must not leave the others waiting: refuse, go on
+            logger.exception("ingest commit failed")
+            for item in batch:
+                item.error = item.error or IngestError(
+                    "internal_error",
+                    f"{type(err).__name__}: {err}",
+                    StoreStatus.OUT_OF_RESOURCES,
+                )
+        finally:  # only now may the waiting handlers answer
             with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue and self._closed:
-                    return
-                batch, self._queue = self._queue, []
-            try:
-                self._commit(batch)
-            except Exception as err:  # the committer must outlive any bug: refuse, go on
-                logger.exception("ingest commit failed")
-                for pending in batch:
-                    pending.error = pending.error or IngestError(
-                        "internal_error",
-                        f"{type(err).__name__}: {err}",
-                        StoreStatus.OUT_OF_RESOURCES,
-                    )
-            finally:  # only now may the waiting handlers answer
-                for pending in batch:
-                    pending.done.set()
+                for item in batch:
+                    item.done.set()
+                self._leading = False
+                self._cond.notify_all()
 
     def _commit(self, batch: list[_Pending]) -> None:
         ready = []
@@ -354,6 +349,9 @@ class Ingestor:
         """Record the rows of a batch in one transaction (a savepoint for each instance)."""
         if not batch:
             return
+        if len(batch) == 1:  # the usual case for a lone association: no savepoint needed
+            self._record_one(batch[0])
+            return
         try:
             with self.sessions.begin() as session:
                 for pending in batch:
@@ -375,6 +373,25 @@ class Ingestor:
                     f"cannot record the instance: {err}",
                     StoreStatus.OUT_OF_RESOURCES,
                 )
+
+    def _record_one(self, pending: _Pending) -> None:
+        try:
+            with self.sessions.begin() as session:
+                queries.record_instance(
+                    session,
+                    pending.record,
+                    association_id=pending.association_id,
+                    source_ae=pending.source_ae,
+                )
+        except IntegrityError:
+            # another association stored the same SOP Instance UID meanwhile
+            pending.duplicate = True
+        except (SQLAlchemyError, ValueError) as err:
+            pending.error = IngestError(
+                "database_error",
+                f"cannot record the instance: {err}",
+                StoreStatus.OUT_OF_RESOURCES,
+            )
 
 
 def _read_header(part10: bytes) -> tuple[Dataset, str]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -101,6 +101,75 @@ def instance_exists(session: Session, sop_instance_uid: str) -> bool:
     )
 
 
+# record_instance runs once per received instance before the sender gets its answer: its
+# statements are built once, so that each call only binds values (building and hashing
+# SQLAlchemy statements cost more than SQLite executing them).
+_STUDY_ID = select(Study.id).where(Study.study_instance_uid == bindparam("uid"))
+_NEW_STUDY = (
+    insert(Study)
+    .values(
+        study_instance_uid=bindparam("uid"),
+        accession_number=bindparam("accession_number"),
+        study_date=bindparam("study_date"),
+        study_description=bindparam("study_description"),
+        first_received_at=bindparam("now"),
+        last_received_at=bindparam("now"),
+    )
+    .returning(Study.id)
+)
+_SERIES = select(Series.id, Series.study_id).where(Series.series_instance_uid == bindparam("uid"))
+_NEW_SERIES = (
+    insert(Series)
+    .values(
+        study_id=bindparam("study_id"),
+        series_instance_uid=bindparam("uid"),
+        modality=bindparam("modality"),
+        series_number=bindparam("series_number"),
+        series_description=bindparam("series_description"),
+    )
+    .returning(Series.id)
+)
+_NEW_INSTANCE = insert(Instance).values(
+    series_id=bindparam("series_id"),
+    sop_instance_uid=bindparam("sop_instance_uid"),
+    sop_class_uid=bindparam("sop_class_uid"),
+    transfer_syntax_uid=bindparam("transfer_syntax_uid"),
+    path=bindparam("path"),
+    size_bytes=bindparam("size_bytes"),
+    association_id=bindparam("association_id"),
+    received_at=bindparam("now"),
+)
+_STUDY_RECEIVED = (
+    update(Study)
+    .where(Study.id == bindparam("study_id"))
+    .values(
+        last_received_at=bindparam("now"),
+        status=StudyStatus.RECEIVING,
+        instance_count=Study.instance_count + 1,
+        source_ae=func.coalesce(bindparam("source_ae"), Study.source_ae),
+    )
+)
+_SERIES_RECEIVED = (
+    update(Series)
+    .where(Series.id == bindparam("series_id"))
+    .values(instance_count=Series.instance_count + 1)
+)
+_ASSOCIATION_RECEIVED = (
+    update(Association)
+    .where(Association.id == bindparam("association_id"))
+    .values(instances_received=Association.instances_received + 1)
+)
+_LINKED = select(
+    exists().where(
+        StudyAssociation.study_id == bindparam("study_id"),
+        StudyAssociation.association_id == bindparam("association_id"),
+    )
+)
+_LINK = insert(StudyAssociation).values(
+    study_id=bindparam("study_id"), association_id=bindparam("association_id")
+)
+
+
 def record_instance(
     session: Session,
     record: InstanceRecord,
@@ -114,72 +183,59 @@ def record_instance(
     version is made. Raises ``IntegrityError`` if the SOP Instance UID exists already.
     """
     now = utcnow()
-    study = session.scalar(
-        select(Study).where(Study.study_instance_uid == record.study_instance_uid)
-    )
-    if study is None:
-        study = Study(
-            study_instance_uid=record.study_instance_uid,
-            accession_number=record.accession_number,
-            study_date=record.study_date,
-            study_description=record.study_description,
-            first_received_at=now,
+    study_id = session.scalar(_STUDY_ID, {"uid": record.study_instance_uid})
+    if study_id is None:
+        study_id = session.scalar(
+            _NEW_STUDY,
+            {
+                "uid": record.study_instance_uid,
+                "accession_number": record.accession_number,
+                "study_date": record.study_date,
+                "study_description": record.study_description,
+                "now": now,
+            },
         )
-        session.add(study)
-        session.flush()
-    study.last_received_at = now
-    study.status = StudyStatus.RECEIVING
-    study.instance_count += 1
-    if source_ae:
-        study.source_ae = source_ae
-    series = session.scalar(
-        select(Series).where(Series.series_instance_uid == record.series_instance_uid)
-    )
-    if series is None:
-        series = Series(
-            study_id=study.id,
-            series_instance_uid=record.series_instance_uid,
-            modality=record.modality,
-            series_number=record.series_number,
-            series_description=record.series_description,
+    series_row = session.execute(_SERIES, {"uid": record.series_instance_uid}).first()
+    if series_row is None:
+        series_id = session.scalar(
+            _NEW_SERIES,
+            {
+                "study_id": study_id,
+                "uid": record.series_instance_uid,
+                "modality": record.modality,
+                "series_number": record.series_number,
+                "series_description": record.series_description,
+            },
         )
-        session.add(series)
-        session.flush()
-    elif series.study_id != study.id:
+    elif series_row.study_id != study_id:
         raise ValueError(
             f"series {record.series_instance_uid} belongs to another study than "
             f"{record.study_instance_uid}"
         )
-    series.instance_count += 1
-    session.add(
-        Instance(
-            series_id=series.id,
-            sop_instance_uid=record.sop_instance_uid,
-            sop_class_uid=record.sop_class_uid,
-            transfer_syntax_uid=record.transfer_syntax_uid,
-            path=record.path,
-            size_bytes=record.size_bytes,
-            association_id=association_id,
-            received_at=now,
-        )
+    else:
+        series_id = series_row.id
+    session.execute(
+        _NEW_INSTANCE,
+        {
+            "series_id": series_id,
+            "sop_instance_uid": record.sop_instance_uid,
+            "sop_class_uid": record.sop_class_uid,
+            "transfer_syntax_uid": record.transfer_syntax_uid,
+            "path": record.path,
+            "size_bytes": record.size_bytes,
+            "association_id": association_id,
+            "now": now,
+        },
     )
+    session.execute(
+        _STUDY_RECEIVED, {"study_id": study_id, "now": now, "source_ae": source_ae or None}
+    )
+    session.execute(_SERIES_RECEIVED, {"series_id": series_id})
     if association_id is not None:
-        session.execute(
-            update(Association)
-            .where(Association.id == association_id)
-            .values(instances_received=Association.instances_received + 1)
-        )
-        linked = session.scalar(
-            select(
-                exists().where(
-                    StudyAssociation.study_id == study.id,
-                    StudyAssociation.association_id == association_id,
-                )
-            )
-        )
-        if not linked:
-            session.add(StudyAssociation(study_id=study.id, association_id=association_id))
-    session.flush()
+        session.execute(_ASSOCIATION_RECEIVED, {"association_id": association_id})
+        link = {"study_id": study_id, "association_id": association_id}
+        if not session.scalar(_LINKED, link):
+            session.execute(_LINK, link)
 
 
 def study_id_of(session: Session, study_instance_uid: str) -> int | None:
