@@ -84,13 +84,14 @@ def abort_open_associations(session: Session) -> int:
 # --- ingest -------------------------------------------------------------------------------
 
 
+_INSTANCE_FILE = select(Instance.path, Instance.size_bytes).where(
+    Instance.sop_instance_uid == bindparam("uid")
+)
+
+
 def instance_file(session: Session, sop_instance_uid: str) -> tuple[str, int] | None:
     """Spool-relative path and size of a recorded instance, or None."""
-    row = session.execute(
-        select(Instance.path, Instance.size_bytes).where(
-            Instance.sop_instance_uid == sop_instance_uid
-        )
-    ).first()
+    row = session.execute(_INSTANCE_FILE, {"uid": sop_instance_uid}).first()
     return None if row is None else (row[0], int(row[1]))
 
 

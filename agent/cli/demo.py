@@ -38,7 +38,10 @@ from agent.cli._demo_setup import (
 
 ROUTING_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "orthanc" / "route-liver.lua"
 UNDER_WAY = ("received", "queued", "running", "delivering")
-STUDIES = ((True, 1, "cirrhotic"), (False, 2, "normal"))  # (cirrhotic, seed, label)
+# (cirrhotic, seed, label). The DEMO classifier errs on about one phantom in twelve
+# (docs/benchmarks.md: the normal phantom of seed 2 is called cirrhotic): these two seeds are
+# ones it gets right, so that the demo shows both answers.
+STUDIES = ((True, 1, "cirrhotic"), (False, 3, "normal"))
 MARKER = ".liver-agent-demo"
 AGENT_CLI = str(Path(sys.executable).parent / "liver-agent")
 INSTALL_HINT = (

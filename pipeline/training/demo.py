@@ -9,11 +9,14 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from pipeline.bundle import Split, code_version, read_manifest
 from pipeline.errors import BundleError
@@ -40,13 +43,15 @@ VENDORS: tuple[Vendor, ...] = ("siemens", "ge", "philips")
 class DemoSettings:
     """Sizes and epochs of the DEMO training (chosen to fit about 5 minutes on 2 CPU cores)."""
 
-    seg_phantoms: int = 8
+    seg_phantoms: int = 10  # the last seg_test_phantoms of them are the test split
+    seg_test_phantoms: int = 2
+    seg_margin: int = 4  # training keeps the liver's slices and this many beyond each end
     seg_input: int = 128
     seg_epochs: int = 8
     seg_batch: int = 16
     seg_lr: float = 2e-3
     cls_phantoms: int = 60
-    cls_input: int = 64
+    cls_input: int = 96
     cls_epochs: int = 10
     cls_batch: int = 16
     cls_lr: float = 1e-3
@@ -66,17 +71,31 @@ def _phantom(seed: int, cirrhotic: bool, matrix: int) -> PhantomVolume:
     )
 
 
-def segmentation_phantoms(count: int, seed: int, matrix: int = 256) -> list[SegCase]:
-    """``count`` phantom volumes, alternately normal and cirrhotic, vendors cycled."""
+def segmentation_phantoms(
+    count: int, seed: int, matrix: int = 256, margin: int | None = None
+) -> list[SegCase]:
+    """``count`` phantom volumes, alternately normal and cirrhotic, vendors cycled.
+
+    With ``margin``, each volume keeps only the slices that show liver and ``margin`` slices
+    beyond each end (training time goes to the slices that teach the liver's edges, not to
+    the pelvis and the chest).
+    """
     cases = []
     for i in range(count):
         s = seed * 1000 + i
         vol = _phantom(s, bool(i % 2), matrix)
+        pixels, mask = vol.image, vol.liver_mask
+        if margin is not None:
+            present = np.flatnonzero(mask.any(axis=(1, 2)))
+            if present.size:
+                first = max(0, int(present[0]) - margin)
+                last = min(mask.shape[0], int(present[-1]) + margin + 1)
+                pixels, mask = pixels[first:last], mask[first:last]
         cases.append(
             SegCase(
                 case_id=f"phantom-{s}",
-                pixels=vol.image,
-                mask=vol.liver_mask,
+                pixels=pixels,
+                mask=mask,
                 pixel_spacing=vol.pixel_spacing,
                 slice_spacing=vol.slice_spacing,
             )
@@ -84,21 +103,43 @@ def segmentation_phantoms(count: int, seed: int, matrix: int = 256) -> list[SegC
     return cases
 
 
-def classification_phantoms(
-    seeds: list[int], matrix: int = 256, neighbours: int = 0
-) -> dict[int, list[ClsCase]]:
-    """For each seed (cirrhotic when odd) the caudate-level slice masked by the true liver
-    mask, first, then the slices up to ``neighbours`` away from it.
+def demo_segmentation_cases(settings: DemoSettings, seed: int) -> tuple[list[SegCase], Split]:
+    """Training phantoms (liver slices and a margin) and whole test phantoms, both labels in
+    each part; no validation part: the last epoch is kept (one synthetic validation volume
+    proved too noisy a guide), and the cosine schedule ends at a low learning rate."""
+    n_test = settings.seg_test_phantoms
+    n_train = settings.seg_phantoms - n_test
+    train = segmentation_phantoms(n_train, seed, settings.matrix, settings.seg_margin)
+    test = segmentation_phantoms(settings.seg_phantoms, seed, settings.matrix)[n_train:]
+    split = Split(train=[c.case_id for c in train], val=[], test=[c.case_id for c in test])
+    return [*train, *test], split
 
-    The level is found by the pipeline's own rule (:func:`pipeline.caudate.caudate_index_of_mask`)
-    on the true mask, so the classifier is trained on the slices the agent will show it.
+
+def classification_phantoms(
+    seeds: list[int],
+    matrix: int = 256,
+    neighbours: int = 0,
+    segment: Callable[[npt.NDArray[np.floating]], npt.NDArray[np.bool_]] | None = None,
+) -> dict[int, list[ClsCase]]:
+    """For each seed (cirrhotic when odd) the caudate-level slice masked by the liver mask,
+    first, then the slices up to ``neighbours`` away from it.
+
+    The mask is the one ``segment`` draws on the volume (upstream segmentation: the masks the
+    classifier will be given in the agent), else the true mask. The level is found by the
+    pipeline's own rule (:func:`pipeline.caudate.caudate_index_of_mask`) on that mask, so the
+    classifier is trained on the slices the agent will show it. A seed whose mask is empty
+    gives no case.
     """
     from pipeline.caudate import caudate_index_of_mask
 
     out: dict[int, list[ClsCase]] = {}
     for s in seeds:
         vol = _phantom(s, bool(s % 2), matrix)
-        image, mask = vol.image, vol.liver_mask
+        image = vol.image
+        mask = vol.liver_mask if segment is None else segment(image)
+        if not mask.any():
+            out[s] = []
+            continue
         k0 = caudate_index_of_mask(mask, vol.pixel_spacing, vol.slice_spacing)
         offsets = [0] + [d for n in range(1, neighbours + 1) for d in (-n, n)]
         cases = []
@@ -112,14 +153,29 @@ def classification_phantoms(
 
 
 def train_demo_classifier(
-    out: Path, *, seed: int, settings: DemoSettings, progress: bool, overwrite: bool = False
+    out: Path,
+    *,
+    seed: int,
+    settings: DemoSettings,
+    progress: bool,
+    overwrite: bool = False,
+    segmentation: Path | None = None,
 ) -> Path:
     """Train the DEMO classifier on phantoms split 70/15/15 by phantom (neighbour slices of
-    the training phantoms are extra training images)."""
+    the training phantoms are extra training images), masked by the liver that the
+    ``segmentation`` bundle draws when one is given (the study's best pipeline: upstream
+    segmentation), else by the true liver."""
     from pipeline.training.split import split_cases
 
+    segment = None
+    if segmentation is not None:
+        from pipeline.bundle import load_bundle
+        from pipeline.inference import SegmentationModel
+
+        segment = SegmentationModel(load_bundle(segmentation), device="cpu").segment
     seeds = [seed * 1000 + 500 + i for i in range(settings.cls_phantoms)]
-    per_seed = classification_phantoms(seeds, settings.matrix, settings.cls_neighbours)
+    per_seed = classification_phantoms(seeds, settings.matrix, settings.cls_neighbours, segment)
+    seeds = [s for s in seeds if per_seed[s]]
     parts = split_cases([f"phantom-{s}" for s in seeds], seed)
     train_ids = [c.case_id for s in seeds if f"phantom-{s}" in parts.train for c in per_seed[s]]
     split = Split(train=train_ids, val=parts.val, test=parts.test)
@@ -142,7 +198,10 @@ def train_demo_classifier(
         out,
         config,
         ClsOptions(mode="masked"),
-        data_description=f"{len(seeds)} synthetic phantoms (pipeline.phantoms), caudate level",
+        data_description=(
+            f"{len(seeds)} synthetic phantoms (pipeline.phantoms), caudate level, masked by "
+            + ("the DEMO segmentation" if segmentation is not None else "the true liver")
+        ),
         progress=progress,
         overwrite=overwrite,
         split=split,
@@ -168,7 +227,7 @@ def build_demo_bundles(
     """
     settings = settings or DemoSettings()
     started = time.monotonic()
-    cases = segmentation_phantoms(settings.seg_phantoms, seed, settings.matrix)
+    cases, split = demo_segmentation_cases(settings, seed)
     config = TrainConfig(
         epochs=settings.seg_epochs,
         seed=seed,
@@ -186,9 +245,13 @@ def build_demo_bundles(
         cases,
         out / SEGMENTATION_DIR,
         config,
-        data_description=f"{len(cases)} synthetic phantom volumes (pipeline.phantoms)",
+        data_description=(
+            f"{len(cases)} synthetic phantom volumes (pipeline.phantoms); training volumes "
+            f"cut to the liver's slices +-{settings.seg_margin}"
+        ),
         progress=progress,
         overwrite=overwrite,
+        split=split,
     ).path
     cls = train_demo_classifier(
         out / CLASSIFICATION_DIR,
@@ -196,6 +259,7 @@ def build_demo_bundles(
         settings=settings,
         progress=progress,
         overwrite=overwrite,
+        segmentation=seg,
     )
     logger.info("DEMO bundles built in %.0f s under %s", time.monotonic() - started, out)
     return seg, cls

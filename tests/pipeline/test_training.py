@@ -351,6 +351,7 @@ def test_metrics_and_reader_comparison() -> None:
 
 TINY_DEMO = DemoSettings(
     seg_phantoms=3,
+    seg_test_phantoms=1,
     seg_input=32,
     seg_epochs=1,
     seg_batch=8,
