@@ -1,12 +1,16 @@
 """Ingest throughput: DCMTK storescu -> the agent, DCMTK storescp and Orthanc, in one run.
 
+Also a pynetdicom SCP with a handler that does nothing (the floor of any pynetdicom receiver;
+it runs inside this process, which only waits for storescu meanwhile).
+
     .venv/bin/python bench/ingest.py [--images 1000] [--size 256] [--parallel 4]
 
 Each receiver gets the same files, over one association and then over N parallel ones
 (N storescu processes), with a fresh storage folder each time. The agent runs with its
-durability rule on (fsync + rename + committed rows before each success; SQLite synchronous
-FULL) and no workers. TCP_NODELAY=1 is set for every DCMTK-based process (storescu,
-storescp, Orthanc); without it they stall ~40 ms a message on loopback.
+durability rule on (rename + committed rows, then fsync of the files, their folders and the
+SQLite WAL before each success; the default SQLite synchronous NORMAL) and no workers.
+TCP_NODELAY=1 is set for every DCMTK-based process (storescu, storescp, Orthanc); without it
+they stall ~40 ms a message on loopback.
 """
 
 from __future__ import annotations
@@ -63,6 +67,31 @@ def agent_receiver(workdir: Path) -> Iterator[tuple[int, str]]:
         yield port, "LIVERAI"
     finally:
         agent.stop()
+
+
+@contextmanager
+def pynetdicom_receiver(workdir: Path) -> Iterator[tuple[int, str]]:
+    """The floor of any pynetdicom receiver: the agent's AE settings, a C-STORE handler that
+    takes the encoded data set and answers success (nothing parsed, nothing written)."""
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+    def handler(event: evt.Event) -> int:
+        event.encoded_dataset(include_meta=True)
+        return 0x0000
+
+    ae = AE(ae_title="NULLSCP")
+    ae.maximum_pdu_size = 0
+    ae.maximum_associations = 16
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    port = free_port()
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handler)]
+    )
+    try:
+        yield port, "NULLSCP"
+    finally:
+        server.shutdown()
 
 
 @contextmanager
@@ -171,6 +200,7 @@ def main() -> None:
             "agent": agent_receiver,
             "storescp": storescp_receiver,
             "orthanc": orthanc_receiver,
+            "pynetdicom": pynetdicom_receiver,
         }
         chunk = -(-len(files) // args.parallel)
         modes = {
@@ -192,11 +222,13 @@ def main() -> None:
                 results[(mode, name)] = best
                 print(f"  {mode:>15}  {name:>9}: {best:7.1f} images/s")
         print()
-        print("| mode | agent | storescp | Orthanc | agent / Orthanc |")
-        print("|---|---:|---:|---:|---:|")
+        print("| mode | agent | storescp | Orthanc | pynetdicom, null handler | agent / Orthanc |")
+        print("|---|---:|---:|---:|---:|---:|")
         for mode in modes:
-            a, s, o = (results[(mode, n)] for n in ("agent", "storescp", "orthanc"))
-            print(f"| {mode} | {a:.0f} | {s:.0f} | {o:.0f} | {a / o:.2f}x |")
+            a, s, o, n = (
+                results[(mode, r)] for r in ("agent", "storescp", "orthanc", "pynetdicom")
+            )
+            print(f"| {mode} | {a:.0f} | {s:.0f} | {o:.0f} | {n:.0f} | {a / o:.2f}x |")
 
 
 if __name__ == "__main__":
