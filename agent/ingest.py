@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
@@ -63,7 +63,7 @@ class _Pending:
     record: queries.InstanceRecord
     association_id: int | None
     source_ae: str | None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False  # committed or failed: set by the leader under the condition's lock
     duplicate: bool = False
     error: IngestError | None = None
 
@@ -297,8 +297,8 @@ class Ingestor:
                     "shutting_down", "the agent is stopping", StoreStatus.OUT_OF_RESOURCES
                 )
             self._queue.append(pending)
-            self._cond.wait_for(lambda: pending.done.is_set() or not self._leading)
-            if pending.done.is_set():
+            self._cond.wait_for(lambda: pending.done or not self._leading)
+            if pending.done:
                 return
             # no one is committing: lead; the queue holds ``pending`` and whoever came since
             self._leading = True
@@ -316,7 +316,7 @@ class Ingestor:
         finally:  # only now may the waiting handlers answer
             with self._cond:
                 for item in batch:
-                    item.done.set()
+                    item.done = True
                 self._leading = False
                 self._cond.notify_all()
 
@@ -349,9 +349,6 @@ class Ingestor:
         """Record the rows of a batch in one transaction (a savepoint for each instance)."""
         if not batch:
             return
-        if len(batch) == 1:  # the usual case for a lone association: no savepoint needed
-            self._record_one(batch[0])
-            return
         try:
             with self.sessions.begin() as session:
                 for pending in batch:
@@ -373,25 +370,6 @@ class Ingestor:
                     f"cannot record the instance: {err}",
                     StoreStatus.OUT_OF_RESOURCES,
                 )
-
-    def _record_one(self, pending: _Pending) -> None:
-        try:
-            with self.sessions.begin() as session:
-                queries.record_instance(
-                    session,
-                    pending.record,
-                    association_id=pending.association_id,
-                    source_ae=pending.source_ae,
-                )
-        except IntegrityError:
-            # another association stored the same SOP Instance UID meanwhile
-            pending.duplicate = True
-        except (SQLAlchemyError, ValueError) as err:
-            pending.error = IngestError(
-                "database_error",
-                f"cannot record the instance: {err}",
-                StoreStatus.OUT_OF_RESOURCES,
-            )
 
 
 def _read_header(part10: bytes) -> tuple[Dataset, str]:
