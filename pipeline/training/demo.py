@@ -72,16 +72,17 @@ def _phantom(seed: int, cirrhotic: bool, matrix: int) -> PhantomVolume:
 
 
 def segmentation_phantoms(
-    count: int, seed: int, matrix: int = 256, margin: int | None = None
+    count: int, seed: int, matrix: int = 256, margin: int | None = None, first: int = 0
 ) -> list[SegCase]:
-    """``count`` phantom volumes, alternately normal and cirrhotic, vendors cycled.
+    """``count`` phantom volumes from the ``first``-th on, alternately normal and cirrhotic,
+    vendors cycled.
 
     With ``margin``, each volume keeps only the slices that show liver and ``margin`` slices
     beyond each end (training time goes to the slices that teach the liver's edges, not to
     the pelvis and the chest).
     """
     cases = []
-    for i in range(count):
+    for i in range(first, first + count):
         s = seed * 1000 + i
         vol = _phantom(s, bool(i % 2), matrix)
         pixels, mask = vol.image, vol.liver_mask
@@ -110,7 +111,7 @@ def demo_segmentation_cases(settings: DemoSettings, seed: int) -> tuple[list[Seg
     n_test = settings.seg_test_phantoms
     n_train = settings.seg_phantoms - n_test
     train = segmentation_phantoms(n_train, seed, settings.matrix, settings.seg_margin)
-    test = segmentation_phantoms(settings.seg_phantoms, seed, settings.matrix)[n_train:]
+    test = segmentation_phantoms(n_test, seed, settings.matrix, first=n_train)
     split = Split(train=[c.case_id for c in train], val=[], test=[c.case_id for c in test])
     return [*train, *test], split
 

@@ -34,7 +34,9 @@ from pipeline.training.demo import (
     DemoSettings,
     classification_phantoms,
     demo_key,
+    demo_segmentation_cases,
     ensure_demo_bundles,
+    segmentation_phantoms,
     train_demo_classifier,
 )
 from pipeline.training.loop import TrainConfig
@@ -432,3 +434,42 @@ def test_tiny_classifier_separates_held_out_phantoms(tmp_path: Path) -> None:
     ]
     assert sum(s % 2 for s in held_out) == 5  # five cirrhotic, five normal
     assert np.mean(correct) >= 0.8, correct
+
+
+def test_demo_segmentation_training_volumes_keep_the_liver_and_a_margin() -> None:
+    (whole,) = segmentation_phantoms(1, seed=3, matrix=64)
+    (cut,) = segmentation_phantoms(1, seed=3, matrix=64, margin=2)
+    present = np.flatnonzero(whole.mask.any(axis=(1, 2)))
+    first, last = max(0, present[0] - 2), min(whole.mask.shape[0], present[-1] + 3)
+    assert cut.mask.shape[0] == last - first < whole.mask.shape[0]
+    assert np.array_equal(cut.pixels, whole.pixels[first:last])
+    assert cut.mask.sum() == whole.mask.sum()  # no liver slice lost
+
+    settings = DemoSettings(seg_phantoms=4, seg_test_phantoms=1, seg_margin=2, matrix=64)
+    cases, split = demo_segmentation_cases(settings, seed=3)
+    assert split.val == []
+    assert len(split.train) == 3
+    (test_case,) = (c for c in cases if c.case_id in split.test)
+    (fourth,) = segmentation_phantoms(1, seed=3, matrix=64, first=3)
+    assert test_case.case_id == fourth.case_id
+    assert np.array_equal(test_case.mask, fourth.mask)  # test volumes stay whole
+
+
+def test_demo_classifier_cases_use_the_given_segmentation() -> None:
+    seeds = [91000, 91001]
+    truth = classification_phantoms(seeds, matrix=64)
+
+    def nothing(image: np.ndarray) -> np.ndarray:
+        return np.zeros(image.shape, dtype=bool)
+
+    def box(image: np.ndarray) -> np.ndarray:
+        mask = np.zeros(image.shape, dtype=bool)
+        mask[:, 20:40, 16:48] = True
+        return mask
+
+    assert classification_phantoms(seeds, matrix=64, segment=nothing) == {s: [] for s in seeds}
+    boxed = classification_phantoms(seeds, matrix=64, segment=box)
+    for s in seeds:
+        (case,) = boxed[s]
+        assert case.mask.sum() == 20 * 32
+        assert case.label == truth[s][0].label == s % 2
