@@ -9,7 +9,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from agent.settings import ConfigFileError, Settings, load_settings
 
@@ -21,8 +21,34 @@ app = typer.Typer(
     add_completion=False,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+PIPE_WIDTH = 4096
+"""Columns used when the output is not a terminal: wide enough that no message or table wraps."""
+
+
+class CliConsole(Console):
+    """A rich console that wraps at the terminal width only when it writes to a terminal.
+
+    Output that goes to a pipe, a file or a test's captured stream is read by programs (grep, CI
+    logs, tests). Rich would otherwise wrap it at ``$COLUMNS`` or 80 columns, so a long path could
+    split a message across lines. The stream is looked up at print time (``sys.stdout`` may be
+    swapped), and it is the stream's own ``isatty`` that decides, not ``FORCE_COLOR``.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        isatty = getattr(self.file, "isatty", None)
+        if isatty is not None and isatty():
+            return dims
+        return ConsoleDimensions(PIPE_WIDTH, dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,

@@ -51,7 +51,7 @@ def loaded(monkeypatch: pytest.MonkeyPatch, phantom: PhantomStudy) -> list[tuple
 
 
 def invoke(app: typer.Typer, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, ["run", *args], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["run", *args])
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -48,7 +48,7 @@ def _config(tmp_path: Path, **groups: Any) -> Path:
 
 
 def _run(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    return CliRunner().invoke(app, list(args))
 
 
 def test_jobs_list_date_filters(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from pipeline.phantoms.grid import AXIAL, make_grid
 from pipeline.phantoms.jpeg_lossless import encode_sv1
 from pipeline.phantoms.painter import paint
 from pipeline.phantoms.tissues import Tissue
+from tests.cli_output import unwrapped
 
 SMALL = {"axial_t2_slices": 16, "matrix": 64}
 DCIODVFY = Path("/usr/bin/dciodvfy")
@@ -514,10 +515,10 @@ def test_cli_writes_and_summarises(tmp_path: Path) -> None:
     assert "PHANTOM^" not in text.output
     bad = runner.invoke(app, ["phantom", str(tmp_path / "b"), "--roles", "nope"])
     assert bad.exit_code == 2
-    assert "unknown role" in bad.output
+    assert "unknown role" in unwrapped(bad.output)
     again = runner.invoke(app, ["phantom", str(out)])
     assert again.exit_code == 1
-    assert "not empty" in again.output
+    assert "not empty" in unwrapped(again.output)
 
 
 def test_vendor_type_lists_all() -> None:

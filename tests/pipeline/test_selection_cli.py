@@ -28,7 +28,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
 
 
 def run(app: typer.Typer, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, ["select", *args], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["select", *args])
     return result.exit_code, result.stdout, result.stderr
 
 
