@@ -26,3 +26,7 @@ class ExportError(AgentError):
 
 class ModelUnavailableError(AgentError):
     """The model bundles could not be loaded (or built)."""
+
+
+class HttpConfigError(AgentError):
+    """The HTTP server cannot start as configured (exposure without a token, port in use)."""

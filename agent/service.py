@@ -6,81 +6,22 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select
 
 from agent.completion import complete_ready_studies
+from agent.context import open_context
 from agent.delivery import Deliverer
-from agent.ingest import Ingestor
-from agent.metrics import Metrics
-from agent.models import ModelProvider
 from agent.retention import clean_results
 from agent.scp import StorageSCP
 from agent.settings import Settings
 from agent.worker import Worker
 from storage import queries
-from storage.db import make_engine, make_sessionmaker, upgrade
 from storage.models import Instance, Job, JobStatus, utcnow
-from storage.spool import Spool
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class AgentContext:
-    """What the edges (SCP, HTTP) and the CLI share in one process."""
-
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    spool: Spool
-    metrics: Metrics
-    ingestor: Ingestor
-    models: ModelProvider
-    wake_workers: threading.Event = field(default_factory=threading.Event)
-
-
-def open_context(settings: Settings, *, migrate: bool = True) -> AgentContext:
-    """Open the database (applying migrations) and the spool."""
-    engine = make_engine(
-        settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
-    )
-    if migrate:
-        upgrade(engine)
-    sessions = make_sessionmaker(engine)
-    spool = Spool(settings.spool.path, flush=settings.spool.flush)
-    metrics = Metrics()
-    ingestor = Ingestor(
-        spool,
-        sessions,
-        metrics,
-        min_free_bytes=settings.spool.min_free_mb * 2**20,
-        durable_paths=_database_durable_paths(engine, settings.database.sqlite_synchronous),
-    )
-    return AgentContext(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        spool=spool,
-        metrics=metrics,
-        ingestor=ingestor,
-        models=ModelProvider(settings.model),
-    )
-
-
-def _database_durable_paths(engine: Engine, synchronous: str) -> tuple[Path, ...]:
-    """What the ingest barrier must flush besides the spool: SQLite's write-ahead log when
-    SQLite does not flush its commits itself (``synchronous=NORMAL``)."""
-    if engine.url.get_backend_name() != "sqlite" or not engine.url.database:
-        return ()
-    if synchronous == "FULL":
-        return ()
-    return (Path(f"{engine.url.database}-wal").resolve(),)
 
 
 class AgentService:

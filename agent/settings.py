@@ -7,6 +7,7 @@ then the defaults below, which run with nothing configured.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from enum import StrEnum
@@ -263,13 +264,32 @@ class HttpSettings(_Group):
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> HttpSettings:
-        from agent.http.auth import HttpConfigError, check_exposure
-
-        try:
-            check_exposure(self)
-        except HttpConfigError as err:
-            raise ValueError(err.message) from err
+        problem = exposure_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(http: HttpSettings) -> str | None:
+    """Why serving ``http`` would expose the API without a token (off loopback, no
+    ``http.token``), or None when it would not."""
+    if http.enabled and http.token is None and not is_loopback(http.host):
+        return (
+            f"http.host is {http.host}, which is reachable from other machines, but no "
+            "http.token is set: set LIVER_AGENT__HTTP__TOKEN (or http.token in the settings "
+            "file), or listen on 127.0.0.1"
+        )
+    return None
 
 
 class LogFormat(StrEnum):

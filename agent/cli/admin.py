@@ -26,7 +26,7 @@ def _agent_checks(settings: Settings) -> list[dict[str, Any]]:
     """Ask the running agent's ``/readyz``; its model check only exists there."""
     import requests
 
-    from agent.http.auth import resolve_token
+    from agent.tokens import resolve_token
 
     url = agent_url(settings) + "/readyz"
     resolved = resolve_token(settings, create=False)
@@ -60,8 +60,8 @@ def register(app: typer.Typer) -> None:
 
         The model check asks the running agent over HTTP, with the token.
         """
-        from agent.http.health import readiness
-        from agent.service import open_context
+        from agent.context import open_context
+        from agent.health import readiness
 
         settings = settings_or_exit(config)
         ctx = open_context(settings, migrate=False)
@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
         The token is http.token from the settings, or the token file next to the database
         (made now if missing).
         """
-        from agent.http.auth import HttpConfigError, TokenSource, resolve_token
+        from agent.errors import HttpConfigError
+        from agent.tokens import TokenSource, resolve_token
 
         settings = settings_or_exit(config)
         try:

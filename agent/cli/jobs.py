@@ -17,8 +17,8 @@ from agent.cli._common import (
     settings_or_exit,
 )
 from agent.errors import AgentError
+from agent.jobs.summaries import job_detail, job_summary, study_view
 from agent.settings import Settings
-from agent.views import job_detail, job_summary, study_view
 from storage import queries
 from storage.db import make_engine, make_sessionmaker, upgrade
 from storage.models import Job, JobStatus
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Jobs, newest first."""
-        from agent.http.filters import FilterError, parse_bound
+        from agent.jobs.filters import FilterError, parse_bound
 
         try:
             start = parse_bound("--from", created_from, upper=False)
@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Write the caudate-level slice with the liver outline as a PNG (as the web page)."""
-        from agent.http.preview import PreviewUnavailable, job_preview
+        from agent.jobs.preview import PreviewUnavailable, job_preview
         from storage.spool import Spool
 
         settings = settings_or_exit(config)

@@ -14,13 +14,20 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agent.context import AgentContext
 from agent.delivery import cancel_job, retry_job
 from agent.errors import AgentError
 from agent.http.deps import CtxDep, SessionDep, require_token
-from agent.http.filters import FilterError, JobQuery
-from agent.http.preview import PreviewUnavailable, job_preview
-from agent.service import AgentContext
-from agent.views import JobDetail, JobSummary, StudyView, job_detail, job_summary, study_view
+from agent.jobs.filters import FilterError, JobQuery
+from agent.jobs.preview import PreviewUnavailable, job_preview
+from agent.jobs.summaries import (
+    JobDetail,
+    JobSummary,
+    StudyView,
+    job_detail,
+    job_summary,
+    study_view,
+)
 from storage import queries
 from storage.models import Job, JobStatus, Study
 

@@ -14,10 +14,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
-from agent.http import api, ops, stow, web
-from agent.http.auth import TokenChecker, resolve_token
+from agent.context import AgentContext
+from agent.http import api, health, stow, web
+from agent.http.auth import TokenChecker
 from agent.http.deps import LoginRequired, require_token
-from agent.service import AgentContext
+from agent.tokens import resolve_token
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def create_app(ctx: AgentContext, *, token: str | None = None) -> FastAPI:
     ctx
         Settings, database, spool, metrics, ingestor and models of the process.
     token
-        The token requests must carry; default: :func:`agent.http.auth.resolve_token`
+        The token requests must carry; default: :func:`agent.tokens.resolve_token`
         (``http.token``, else the token file next to the database, made if missing).
     """
     if token is None:
@@ -63,8 +64,8 @@ def create_app(ctx: AgentContext, *, token: str | None = None) -> FastAPI:
     app.state.checker = TokenChecker(token)
     app.state.templates = web.make_templates()
 
-    app.include_router(ops.public)
-    app.include_router(ops.protected)
+    app.include_router(health.public)
+    app.include_router(health.protected)
     app.include_router(api.router)
     app.include_router(stow.router)
     app.include_router(web.router)

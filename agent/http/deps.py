@@ -10,8 +10,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from agent.context import AgentContext
 from agent.http.auth import COOKIE_NAME, TokenChecker
-from agent.service import AgentContext
 
 _bearer = HTTPBearer(auto_error=False, description="the agent's HTTP token")
 

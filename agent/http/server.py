@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from agent.errors import HttpConfigError
 from agent.http.app import create_app
-from agent.http.auth import HttpConfigError, check_exposure, resolve_token
+from agent.tokens import check_exposure, resolve_token
 
 if TYPE_CHECKING:
-    from agent.service import AgentContext
+    from agent.context import AgentContext
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from pydicom.errors import InvalidDicomError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from agent.context import AgentContext
 from agent.dicom_status import StoreStatus
 from agent.errors import IngestError
 from agent.http.deps import CtxDep, require_token
 from agent.http.multipart import MultipartError, MultipartParser, Part, parse_content_type
-from agent.service import AgentContext
 from storage.models import AssociationStatus
 from storage.spool import InvalidUIDError, validate_uid
 

@@ -26,8 +26,8 @@ from agent.http.deps import (
     require_login,
     require_token,
 )
-from agent.http.filters import FilterError, JobQuery
-from agent.views import JobDetail, job_detail
+from agent.jobs.filters import FilterError, JobQuery
+from agent.jobs.summaries import JobDetail, job_detail
 from storage.models import JobStatus
 
 logger = logging.getLogger(__name__)

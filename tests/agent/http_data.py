@@ -16,7 +16,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.service import AgentContext
+from agent.context import AgentContext
 from agent.settings import Settings
 from storage import queries
 from storage.models import (

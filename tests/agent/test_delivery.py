@@ -13,10 +13,10 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select, update
 
+from agent.context import AgentContext, open_context
 from agent.delivery import Deliverer, retry_job
 from agent.models import ModelProvider
 from agent.retention import clean_results
-from agent.service import AgentContext, open_context
 from agent.settings import Settings, load_settings
 from agent.worker import Worker, destinations_for
 from storage.models import Delivery, DeliveryStatus, Job, JobStatus, Output, utcnow

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
+from agent.context import AgentContext, open_context
 from agent.errors import ModelUnavailableError
 from agent.http.app import create_app
-from agent.http.preview import OUTLINE_RGB
-from agent.service import AgentContext, open_context
+from agent.jobs.preview import OUTLINE_RGB
 from storage.models import Delivery, DeliveryStatus, Job, JobStatus
 from tests.agent.http_data import AUTH, processed_job, queued_job, settings_for
 

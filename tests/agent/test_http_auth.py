@@ -10,19 +10,18 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from agent.context import AgentContext, open_context
+from agent.errors import HttpConfigError
 from agent.http.app import create_app
-from agent.http.auth import (
-    COOKIE_NAME,
-    HttpConfigError,
-    TokenChecker,
+from agent.http.auth import COOKIE_NAME, TokenChecker
+from agent.settings import HttpSettings, Settings
+from agent.tokens import (
     TokenSource,
     check_exposure,
     is_loopback,
     resolve_token,
     token_file,
 )
-from agent.service import AgentContext, open_context
-from agent.settings import HttpSettings, Settings
 from tests.agent.http_data import AUTH, TOKEN, queued_job, settings_for
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.http.auth import HttpConfigError
+from agent.context import open_context
+from agent.errors import HttpConfigError
 from agent.http.server import HttpServer
-from agent.service import open_context
 from agent.settings import load_settings
 from tests.agent.http_data import TOKEN, processed_job, queued_job
 

@@ -16,11 +16,11 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from agent.completion import complete_ready_studies
+from agent.context import AgentContext, open_context
 from agent.delivery import Deliverer
 from agent.dicom_status import StoreStatus
 from agent.http.app import create_app
 from agent.http.multipart import MultipartError, MultipartParser, parse_content_type
-from agent.service import AgentContext, open_context
 from agent.settings import CompletionSettings
 from storage import queries
 from storage.models import Association, AssociationStatus, DeliveryStatus, Instance, JobStatus

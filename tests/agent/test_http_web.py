@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from agent.context import AgentContext, open_context
 from agent.http.app import create_app
-from agent.service import AgentContext, open_context
 from storage.models import DeliveryStatus, Job, JobStatus
 from tests.agent.http_data import AUTH, processed_job, queued_job, settings_for
 

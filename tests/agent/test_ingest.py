@@ -13,9 +13,9 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from agent.context import AgentContext, open_context
 from agent.dicom_status import StoreStatus
 from agent.errors import IngestError
-from agent.service import AgentContext, open_context
 from agent.settings import load_settings
 from storage import queries
 from storage.models import AssociationStatus, Instance, Study

@@ -1,0 +1,83 @@
+"""Readiness checks (``GET /readyz``, ``liver-agent health``): database, spool disk, models."""
+
+from __future__ import annotations
+
+import shutil
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.context import AgentContext
+from storage.db import current_revision, head_revision
+
+
+class Check(BaseModel):
+    """One readiness check: its name, whether it passed, and what it found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    """All checks; ``ready`` when every one passed."""
+
+    ready: bool
+    checks: list[Check]
+
+
+def check_database(ctx: AgentContext) -> Check:
+    """The database answers and its schema is at the migration head."""
+    try:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        revision = current_revision(ctx.engine)
+    except SQLAlchemyError as err:
+        return Check(name="database", ok=False, detail=f"unreachable: {type(err).__name__}")
+    head = head_revision()
+    if revision != head:
+        return Check(
+            name="database",
+            ok=False,
+            detail=f"schema at {revision}, code expects {head} (`liver-agent db upgrade`)",
+        )
+    return Check(name="database", ok=True, detail=f"reachable, schema {revision}")
+
+
+def check_spool(ctx: AgentContext) -> Check:
+    """The spool exists and has more free disk than ``spool.min_free_mb``."""
+    minimum = ctx.settings.spool.min_free_mb
+    try:
+        free_mb = shutil.disk_usage(ctx.spool.root).free // 2**20
+    except OSError as err:
+        return Check(name="spool", ok=False, detail=f"{ctx.spool.root}: {err.strerror}")
+    ok = free_mb >= minimum
+    detail = f"{free_mb} MiB free, minimum {minimum} MiB"
+    return Check(name="spool", ok=ok, detail=detail if ok else f"{detail}: C-STORE is refused")
+
+
+def check_models(ctx: AgentContext) -> Check:
+    """The networks are loaded (only where this process runs workers)."""
+    if ctx.settings.worker.threads == 0:
+        return Check(name="models", ok=True, detail="not needed: worker.threads is 0")
+    models = ctx.models.models
+    if models is not None:
+        seg, cls = models.segmentation.info, models.classification.info
+        demo = " (DEMO)" if seg.demo or cls.demo else ""
+        return Check(
+            name="models",
+            ok=True,
+            detail=f"loaded: {seg.name} {seg.version}, {cls.name} {cls.version}{demo}",
+        )
+    if ctx.models.error is not None:
+        return Check(name="models", ok=False, detail=ctx.models.error)
+    return Check(name="models", ok=False, detail="loading (or not started)")
+
+
+def readiness(ctx: AgentContext, *, models: bool = True) -> Readiness:
+    """Run the checks; ``models=False`` leaves the model check out (a CLI process)."""
+    checks = [check_database(ctx), check_spool(ctx)]
+    if models:
+        checks.append(check_models(ctx))
+    return Readiness(ready=all(c.ok for c in checks), checks=checks)
