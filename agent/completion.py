@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.jobs import lifecycle
 from agent.metrics import Metrics
 from agent.settings import CompletionSettings
 from storage import queries
-from storage.models import Study, utcnow
+from storage.models import Job, Study, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ def complete_ready_studies(
             job = queries.complete_study(session, study_id, rule=rule)
             if job is None:
                 continue
+            if job.previous_job_id is not None:
+                lifecycle.supersede(session, session.get_one(Job, job.previous_job_id), by=job)
             created.append(job.id)
             logger.info(
                 "study %s complete (%s): job %s version %s queued",

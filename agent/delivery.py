@@ -1,5 +1,6 @@
-"""Delivery of result objects to destinations (C-STORE SCU or STOW-RS), with retries on a
-back-off schedule, a dead state after the last try, and job completion when all are done."""
+"""Delivery of result objects to destinations (C-STORE SCU or STOW-RS): send, then record the
+attempt (retries on a back-off schedule, a dead state after the last try). What the job
+becomes when its deliveries settle is the lifecycle's decision (``agent.jobs.lifecycle``)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,14 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.errors import ExportError
+from agent.jobs import lifecycle
 from agent.metrics import Metrics
 from agent.settings import Destination, Settings
-from storage import queries
-from storage.models import (
-    Delivery,
-    DeliveryItem,
-    DeliveryStatus,
-    Job,
-    JobStatus,
-    Output,
-    utcnow,
-)
+from storage import jobs
+from storage.models import Delivery, DeliveryItem, DeliveryStatus, EventKind, Output, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +105,7 @@ def send_stow(destination: Destination, files: Sequence[Path]) -> list[str]:
 
 
 class Deliverer:
-    """Sends due deliveries and keeps job states in step."""
+    """Sends due deliveries and records each attempt."""
 
     def __init__(
         self, settings: Settings, sessions: sessionmaker[Session], metrics: Metrics
@@ -123,13 +116,8 @@ class Deliverer:
 
     def deliver_due(self) -> int:
         """Attempt every delivery whose next attempt time has come; return how many."""
-        now = utcnow()
         with self.sessions() as session:
-            due = session.scalars(
-                select(Delivery.id)
-                .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
-                .order_by(Delivery.next_attempt_at)
-            ).all()
+            due = jobs.due_deliveries(session, now=utcnow())
         count = 0
         for delivery_id in due:
             if self._claim(delivery_id):
@@ -139,12 +127,7 @@ class Deliverer:
 
     def _claim(self, delivery_id: int) -> bool:
         with self.sessions.begin() as session:
-            won = session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING)
-                .values(status=DeliveryStatus.SENDING)
-            )
-            return bool(getattr(won, "rowcount", 0))
+            return jobs.claim_delivery(session, delivery_id)
 
     def attempt(self, delivery_id: int) -> None:
         """One attempt: send the items not yet sent; record the outcome and the next try."""
@@ -204,10 +187,10 @@ class Deliverer:
                 delivery.last_error = None
                 delivery.next_attempt_at = None
                 self.metrics.delivery_attempts.labels(name, "success").inc()
-                queries.add_event(
+                jobs.add_event(
                     session,
                     job_id,
-                    "delivered",
+                    EventKind.DELIVERED,
                     f"{len(pending)} objects delivered to {name} (attempt {delivery.attempts})",
                     {"destination": name, "attempt": delivery.attempts},
                 )
@@ -229,92 +212,15 @@ class Deliverer:
                         f"delivery to {name} failed ({error.message}); dead after "
                         f"{delivery.attempts} attempts (`liver-agent jobs retry {job_id}`)"
                     )
-                queries.add_event(
+                jobs.add_event(
                     session,
                     job_id,
-                    "delivery_failed",
+                    EventKind.DELIVERY_FAILED,
                     message,
                     {"destination": name, "attempt": delivery.attempts, "code": error.code},
                 )
                 logger.warning("job %s: %s", job_id, message)
             session.flush()
-            finished = update_job_after_delivery(session, job_id)
+            finished = lifecycle.settle_deliveries(session, job_id)
         if finished is not None:
             self.metrics.jobs_finished.labels(finished.value).inc()
-
-
-def update_job_after_delivery(session: Session, job_id: int) -> JobStatus | None:
-    """Move a delivering job to its final state once no delivery is pending or sending.
-
-    done (or not_evaluated) when every delivery is done; failed when any is dead.
-    Returns the new final state, or None if the job stays as it is.
-    """
-    job = session.get_one(Job, job_id)
-    if job.status != JobStatus.DELIVERING:
-        return None
-    statuses = set(session.scalars(select(Delivery.status).where(Delivery.job_id == job_id)).all())
-    if statuses & {DeliveryStatus.PENDING, DeliveryStatus.SENDING}:
-        return None
-    if DeliveryStatus.DEAD in statuses:
-        queries.set_status(
-            session,
-            job,
-            JobStatus.FAILED,
-            reason_code="delivery_dead",
-            reason="a delivery failed after its last retry",
-        )
-        return JobStatus.FAILED
-    final = JobStatus.DONE if job.evaluated else JobStatus.NOT_EVALUATED
-    queries.set_status(session, job, final)
-    return final
-
-
-def retry_job(session: Session, job_id: int) -> str:
-    """Manual retry (``liver-agent jobs retry``, ``POST /api/jobs/{id}/retry``).
-
-    - deliveries that are dead or cancelled go back to pending, due now;
-    - a finished job whose deliveries were all done sends them all again (an admin asked);
-    - a job without deliveries that failed, was cancelled or finished is queued to run again.
-    Returns a sentence saying what was done.
-    """
-    job = session.get_one(Job, job_id)
-    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        raise ExportError("not_retryable", f"job {job_id} is {job.status}: nothing to retry")
-    deliveries = session.scalars(select(Delivery).where(Delivery.job_id == job_id)).all()
-    again = [d for d in deliveries if d.status in (DeliveryStatus.DEAD, DeliveryStatus.CANCELLED)]
-    if not again and job.status in (JobStatus.DONE, JobStatus.NOT_EVALUATED):
-        again = list(deliveries)
-        for d in again:
-            for item in d.items:
-                item.sent_at = None
-    if again:
-        for d in again:
-            d.status = DeliveryStatus.PENDING
-            d.next_attempt_at = utcnow()
-            d.attempts = 0
-        job.finished_at = None
-        queries.set_status(session, job, JobStatus.DELIVERING, reason_code=None, reason=None)
-        names = ", ".join(d.destination for d in again)
-        queries.add_event(session, job_id, "retry", f"manual retry: sending to {names}", None)
-        return f"{len(again)} deliveries re-queued ({names})"
-    if deliveries:
-        raise ExportError("not_retryable", f"job {job_id}: its deliveries are still under way")
-    job.finished_at = None
-    job.reason_code = job.reason = None
-    queries.set_status(session, job, JobStatus.QUEUED)
-    queries.add_event(session, job_id, "retry", "manual retry: job queued to run again", None)
-    return "job re-queued"
-
-
-def cancel_job(session: Session, job_id: int) -> str:
-    """Cancel a job that has not finished; pending deliveries are cancelled too."""
-    job = session.get_one(Job, job_id)
-    if job.status.is_final:
-        raise ExportError("not_cancellable", f"job {job_id} is already {job.status}")
-    for d in session.scalars(select(Delivery).where(Delivery.job_id == job_id)).all():
-        if d.status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING):
-            d.status = DeliveryStatus.CANCELLED
-    queries.set_status(
-        session, job, JobStatus.CANCELLED, reason_code="cancelled", reason="cancelled by an admin"
-    )
-    return "job cancelled"

@@ -7,14 +7,12 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.models import Job, JobStatus, Output, utcnow
+from storage import jobs
+from storage.models import utcnow
 
 logger = logging.getLogger(__name__)
-
-_FINAL = [JobStatus.DONE, JobStatus.NOT_EVALUATED, JobStatus.FAILED, JobStatus.CANCELLED]
 
 
 def clean_results(sessions: sessionmaker[Session], retention_days: float) -> int:
@@ -26,12 +24,7 @@ def clean_results(sessions: sessionmaker[Session], retention_days: float) -> int
     cutoff = utcnow() - dt.timedelta(days=retention_days)
     removed = 0
     with sessions.begin() as session:
-        rows = session.scalars(
-            select(Output)
-            .join(Job, Job.id == Output.job_id)
-            .where(Job.status.in_(_FINAL), Job.finished_at < cutoff, Output.path.is_not(None))
-        ).all()
-        for output in rows:
+        for output in jobs.expired_outputs(session, finished_before=cutoff):
             assert output.path is not None
             path = Path(output.path)
             path.unlink(missing_ok=True)

@@ -9,17 +9,17 @@ import threading
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import func, select
 
 from agent.completion import complete_ready_studies
 from agent.context import open_context
 from agent.delivery import Deliverer
+from agent.jobs import lifecycle
 from agent.retention import clean_results
 from agent.scp import StorageSCP
 from agent.settings import Settings
 from agent.worker import Worker
-from storage import queries
-from storage.models import Instance, Job, JobStatus, utcnow
+from storage import jobs, queries
+from storage.models import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +72,13 @@ class AgentService:
     def _recover(self) -> None:
         """After a crash or restart: close dangling associations, re-queue orphaned jobs,
         drop temporary spool files, put interrupted deliveries back to pending."""
-        from sqlalchemy import update
-
-        from storage.models import Delivery, DeliveryStatus
-
         removed = self.ctx.spool.remove_temporaries()
         with self.ctx.sessions.begin() as session:
             aborted = queries.abort_open_associations(session)
-            requeued = queries.requeue_stale_jobs(session, older_than=utcnow())
-            session.execute(
-                update(Delivery)
-                .where(Delivery.status == DeliveryStatus.SENDING)
-                .values(status=DeliveryStatus.PENDING, next_attempt_at=utcnow())
-            )
-            spool_bytes = session.scalar(select(func.coalesce(func.sum(Instance.size_bytes), 0)))
-        self.ctx.metrics.spool_bytes.set(float(spool_bytes or 0))
+            requeued = lifecycle.requeue_stale(session, older_than=utcnow())
+            jobs.release_sending_deliveries(session)
+            spool_bytes = queries.spool_bytes(session)
+        self.ctx.metrics.spool_bytes.set(float(spool_bytes))
         if removed or aborted or requeued:
             logger.info(
                 "recovered: %s temporary spool files removed, %s associations closed, "
@@ -98,15 +90,14 @@ class AgentService:
 
     def _queue_depth(self) -> float:
         with self.ctx.sessions() as session:
-            n = session.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED))
-        return float(n or 0)
+            return float(jobs.count_queued(session))
 
     def _requeue_stale(self) -> None:
         import datetime as dt
 
         older = utcnow() - dt.timedelta(seconds=self.settings.worker.stale_after_seconds)
         with self.ctx.sessions.begin() as session:
-            ids = queries.requeue_stale_jobs(session, older_than=older)
+            ids = lifecycle.requeue_stale(session, older_than=older)
         if ids:
             logger.warning("re-queued jobs whose worker stopped: %s", ids)
             self.ctx.wake_workers.set()

@@ -1,73 +1,39 @@
 """Workers: claim a queued job, run the pipeline on its spooled files, write the result
-objects, and record outputs and one delivery per destination."""
+objects, and record the result (outputs, deliveries, the job's next state via the lifecycle)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent import __version__
 from agent.errors import AgentError
+from agent.jobs import lifecycle
+from agent.jobs.lifecycle import ClaimedJob
+from agent.jobs.routing import PlannedObject, build_objects, destinations_for, wanted_kinds
 from agent.metrics import Metrics
 from agent.models import ModelProvider
-from agent.settings import Destination, Settings
-from storage import queries
-from storage.models import Delivery, DeliveryItem, Job, JobStatus, Output, Study, utcnow
+from agent.settings import Settings
+from pipeline.errors import PipelineError
+from storage import jobs, queries
+from storage.models import EventKind, Job, Output, OutputKind
 from storage.spool import Spool
 
 if TYPE_CHECKING:
-    from pipeline.outputs import ResultObject
     from pipeline.types import PipelineResult
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OutputPlan:
-    """Which result objects to build, and which destinations get which of them."""
-
-    omit_empty_frames: bool
-    destinations: tuple[Destination, ...]
-
-
-def destinations_for(settings: Settings, source_ae: str | None) -> list[Destination]:
-    """Destinations of a study: ``route: always`` ones, and ``route: source`` ones whose AE
-    title is the one that sent the study (results go back to the sending PACS)."""
-    chosen = []
-    for destination in settings.destinations:
-        if destination.route == "always" or (
-            destination.ae_title is not None and destination.ae_title == source_ae
-        ):
-            chosen.append(destination)
-    return chosen
-
-
-def plan_outputs(destinations: list[Destination]) -> list[OutputPlan]:
-    """Group destinations by SEG variant (empty frames kept or omitted)."""
-    plans = []
-    for omit in (False, True):
-        group = tuple(d for d in destinations if d.seg_omit_empty_frames == omit)
-        if group:
-            plans.append(OutputPlan(omit, group))
-    return plans
-
-
-def wanted_kinds(destination: Destination, evaluated: bool) -> set[str]:
-    if not evaluated:
-        return {"not_evaluated_sr"} if destination.send.not_evaluated_sr else set()
-    send = destination.send
-    return {k for k, on in (("seg", send.seg), ("sr", send.sr), ("sc", send.sc)) if on}
-
-
 class Worker:
-    """Runs queued jobs one at a time until ``stop`` is set.
+    """Runs queued jobs one at a time until ``stop`` is set: claim -> run the pipeline ->
+    write the result objects -> record the result.
 
     Parameters
     ----------
@@ -85,6 +51,8 @@ class Worker:
         Set when a job may be waiting (completion, retry); the worker also polls.
     name
         Worker name recorded on the job.
+    on_delivering
+        Called after a job's deliveries were queued (wakes the deliverer).
     """
 
     def __init__(
@@ -124,183 +92,153 @@ class Worker:
         if not self.models.ready and self.models.error is None:
             return False  # keep jobs queued until the models are loaded
         with self.sessions.begin() as session:
-            job = queries.claim_next_job(session, worker=self.name)
-            if job is None:
-                return False
-            job_id, study_id = job.id, job.study_id
-        logger.info("job %s: running (worker %s)", job_id, self.name)
-        stop_beat = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat,
-            args=(job_id, stop_beat),
-            name=f"heartbeat-{job_id}",
-            daemon=True,
-        )
-        beat.start()
-        try:
-            self._run(job_id, study_id)
-        except AgentError as err:
-            self._fail(job_id, err.code, err.message)
-        except Exception as err:  # a bug must fail the job, not kill the worker
-            logger.exception("job %s: internal error", job_id)
-            self._fail(job_id, "internal_error", f"{type(err).__name__}: {err}")
-        finally:
-            stop_beat.set()
-            beat.join()
+            claimed = lifecycle.claim_next(session, worker=self.name)
+        if claimed is None:
+            return False
+        logger.info("job %s: running (worker %s)", claimed.job_id, self.name)
+        with self._heartbeat(claimed.job_id):
+            try:
+                result = self.run_pipeline(claimed)
+                self.publish(claimed, result)
+            except (AgentError, PipelineError) as err:
+                self._fail(claimed.job_id, err.code, err.message)
+            except Exception as err:  # a bug must fail the job, not kill the worker
+                logger.exception("job %s: internal error", claimed.job_id)
+                self._fail(claimed.job_id, "internal_error", f"{type(err).__name__}: {err}")
         return True
 
-    def _heartbeat(self, job_id: int, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.worker.heartbeat_seconds):
-            with self.sessions.begin() as session:
-                queries.heartbeat(session, job_id)
+    def run_pipeline(self, claimed: ClaimedJob) -> PipelineResult:
+        """Run the pipeline on the claimed job's spooled instances.
 
-    def _fail(self, job_id: int, code: str, message: str) -> None:
-        with self.sessions.begin() as session:
-            job = session.get_one(Job, job_id)
-            if job.status.is_final:
-                return
-            queries.set_status(session, job, JobStatus.FAILED, reason_code=code, reason=message)
-        self.metrics.jobs_finished.labels(JobStatus.FAILED.value).inc()
-        logger.warning("job %s failed: %s (%s)", job_id, message, code)
-
-    def _run(self, job_id: int, study_id: int) -> None:
-        from pipeline.errors import PipelineError
+        Raises
+        ------
+        PipelineError
+            A stage could not produce its result (the job fails with its code).
+        ModelUnavailableError
+            The networks could not be loaded.
+        """
         from pipeline.run import PipelineOptions, run_pipeline
         from pipeline.study import scan_study
 
         with self.sessions() as session:
-            paths = [self.spool.path_of(p) for p in queries.instance_paths(session, study_id)]
-            study = session.get_one(Study, study_id)
-            source_ae = study.source_ae
+            paths = [
+                self.spool.path_of(p) for p in queries.instance_paths(session, claimed.study_id)
+            ]
         models = self.models.get(timeout=0)
         options = PipelineOptions(
             caudate_fraction=self.settings.pipeline.caudate_fraction,
             selection_rules=self.settings.pipeline.selection_rules,
         )
-        try:
-            headers = scan_study(paths)
-            result = run_pipeline(headers, models, options)
-        except PipelineError as err:
-            self._fail(job_id, err.code, err.message)
-            return
-        started = time.perf_counter()
-        destinations = destinations_for(self.settings, source_ae)
-        objects = self._build_objects(result, destinations)
-        written = self._write_objects(job_id, study.study_instance_uid, objects)
-        encode_seconds = time.perf_counter() - started
-        self._record(job_id, result, destinations, written, encode_seconds)
+        return run_pipeline(scan_study(paths), models, options)
 
-    def _build_objects(
-        self, result: PipelineResult, destinations: list[Destination]
-    ) -> list[tuple[OutputPlan | None, ResultObject]]:
-        """Build each SEG variant's objects; with no destination, the default set is kept."""
-        from pipeline.outputs import OutputOptions, build_outputs
-
-        plans: list[OutputPlan | None] = list(plan_outputs(destinations)) or [None]
-        built: list[tuple[OutputPlan | None, ResultObject]] = []
-        for plan in plans:
-            group = plan.destinations if plan is not None else ()
-            options = OutputOptions(
-                seg=not group or any(d.send.seg for d in group),
-                sr=not group or any(d.send.sr for d in group),
-                sc=any(d.send.sc for d in group),
-                not_evaluated_sr=not group or any(d.send.not_evaluated_sr for d in group),
-                omit_empty_frames=plan.omit_empty_frames if plan is not None else False,
-            )
-            for obj in build_outputs(result, options, software_version=__version__):
-                built.append((plan, obj))
-        return built
-
-    def _write_objects(
-        self, job_id: int, study_uid: str, objects: list[tuple[OutputPlan | None, ResultObject]]
-    ) -> list[tuple[OutputPlan | None, ResultObject, Path]]:
+    def publish(self, claimed: ClaimedJob, result: PipelineResult) -> None:
+        """Write the result objects for the study's destinations and record the result:
+        outputs, one delivery per destination, stage timings, and the job's next state."""
         from pipeline.outputs import write_outputs
 
-        folder = self.results_root / study_uid / str(job_id)
-        paths = write_outputs([obj for _, obj in objects], folder)
-        return [(plan, obj, path) for (plan, obj), path in zip(objects, paths, strict=True)]
+        started = time.perf_counter()
+        destinations = destinations_for(self.settings, claimed.source_ae)
+        planned = build_objects(result, destinations)
+        folder = self.results_root / claimed.study_instance_uid / str(claimed.job_id)
+        paths = write_outputs([p.obj for p in planned], folder)
+        encode_seconds = time.perf_counter() - started
+        written = list(zip(planned, paths, strict=True))
+        deliveries = self._record(
+            claimed.job_id, result, bool(destinations), written, encode_seconds
+        )
+        if deliveries and self.on_delivering is not None:
+            self.on_delivering()
+
+    @contextlib.contextmanager
+    def _heartbeat(self, job_id: int) -> Iterator[None]:
+        """Beat the job's heartbeat while the block runs (a stopped beat re-queues the job)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.settings.worker.heartbeat_seconds):
+                with self.sessions.begin() as session:
+                    jobs.heartbeat(session, job_id)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _fail(self, job_id: int, code: str, message: str) -> None:
+        with self.sessions.begin() as session:
+            status = lifecycle.fail(session, session.get_one(Job, job_id), code, message)
+        if status is not None:
+            self.metrics.jobs_finished.labels(status.value).inc()
+            logger.warning("job %s failed: %s (%s)", job_id, message, code)
 
     def _record(
         self,
         job_id: int,
         result: PipelineResult,
-        destinations: list[Destination],
-        written: list[tuple[OutputPlan | None, ResultObject, Path]],
+        has_destinations: bool,
+        written: list[tuple[PlannedObject, Path]],
         encode_seconds: float,
-    ) -> None:
+    ) -> int:
+        """Record the result in one transaction; return how many deliveries were queued."""
         with self.sessions.begin() as session:
             job = session.get_one(Job, job_id)
-            if job.status != JobStatus.RUNNING:
-                queries.add_event(
-                    session,
-                    job_id,
-                    "discarded",
-                    f"result discarded: job became {job.status} while running",
-                )
-                return
+            if not lifecycle.still_running(session, job):
+                return 0
             _store_result(job, result)
             timings = dict(result.timings)
             timings["encode"] = encode_seconds
             for stage, seconds in timings.items():
-                queries.record_stage(session, job_id, stage, seconds)
+                jobs.record_stage(session, job_id, stage, seconds)
                 self.metrics.stage_seconds.labels(stage).observe(seconds)
-            outputs_by_plan: dict[int, list[Output]] = {}
-            for plan, obj, path in written:
-                row = Output(
-                    job_id=job_id,
-                    kind=obj.kind,
+            outputs: list[tuple[PlannedObject, Output]] = []
+            for planned, path in written:
+                obj = planned.obj
+                row = jobs.add_output(
+                    session,
+                    job_id,
+                    kind=OutputKind(obj.kind),
                     sop_class_uid=obj.sop_class_uid,
                     sop_instance_uid=obj.sop_instance_uid,
                     series_instance_uid=obj.series_instance_uid,
                     path=str(path),
                     size_bytes=path.stat().st_size,
                 )
-                session.add(row)
-                outputs_by_plan.setdefault(id(plan), []).append(row)
+                outputs.append((planned, row))
             session.flush()
-            plans = {id(p): p for p, _, _ in written}
             deliveries = 0
-            for key, rows in outputs_by_plan.items():
-                plan = plans[key]
-                if plan is None:
-                    continue
+            plans = {id(p.plan): p.plan for p, _ in outputs if p.plan is not None}
+            for key, plan in plans.items():
+                rows = [row for p, row in outputs if id(p.plan) == key]
                 for destination in plan.destinations:
                     kinds = wanted_kinds(destination, result.evaluated)
                     items = [r for r in rows if r.kind in kinds]
-                    if not items:
-                        continue
-                    delivery = Delivery(
-                        job_id=job_id, destination=destination.name, next_attempt_at=utcnow()
-                    )
-                    session.add(delivery)
-                    session.flush()
-                    session.add_all(
-                        DeliveryItem(delivery_id=delivery.id, output_id=r.id) for r in items
-                    )
-                    deliveries += 1
+                    if items:
+                        jobs.add_delivery(session, job_id, destination.name, items)
+                        deliveries += 1
             summary = _summary(result)
-            queries.add_event(session, job_id, "result", summary, _result_event(result))
-            if deliveries:
-                queries.set_status(session, job, JobStatus.DELIVERING)
-                queries.add_event(
-                    session, job_id, "deliveries", f"{deliveries} deliveries queued", None
+            jobs.add_event(session, job_id, EventKind.RESULT, summary, _result_event(result))
+            if not deliveries and not has_destinations:
+                jobs.add_event(
+                    session,
+                    job_id,
+                    EventKind.DELIVERIES,
+                    "no destination for this study (none configured for its source AE); "
+                    "results kept in the results folder",
                 )
-            else:
-                final = JobStatus.DONE if result.evaluated else JobStatus.NOT_EVALUATED
-                if not destinations:
-                    queries.add_event(
-                        session,
-                        job_id,
-                        "deliveries",
-                        "no destination for this study (none configured for its source AE); "
-                        "results kept in the results folder",
-                        None,
-                    )
-                queries.set_status(session, job, final)
-                self.metrics.jobs_finished.labels(final.value).inc()
+            status = lifecycle.record_result(
+                session, job, evaluated=result.evaluated, deliveries=deliveries
+            )
+            if deliveries:
+                jobs.add_event(
+                    session, job_id, EventKind.DELIVERIES, f"{deliveries} deliveries queued"
+                )
+        if status.is_final:
+            self.metrics.jobs_finished.labels(status.value).inc()
         logger.info("job %s: %s", job_id, summary)
-        if deliveries and self.on_delivering is not None:
-            self.on_delivering()
+        return deliveries
 
 
 def _summary(result: PipelineResult) -> str:

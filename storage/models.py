@@ -100,6 +100,29 @@ class JobStatus(StrEnum):
 _FINAL_JOB = {JobStatus.DONE, JobStatus.NOT_EVALUATED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
+class EventKind(StrEnum):
+    """Kinds of entries on a job's timeline (``JobEvent.kind``)."""
+
+    QUEUED = "queued"
+    STATUS = "status"
+    SUPERSEDED = "superseded"
+    DISCARDED = "discarded"
+    RESULT = "result"
+    DELIVERIES = "deliveries"
+    DELIVERED = "delivered"
+    DELIVERY_FAILED = "delivery_failed"
+    RETRY = "retry"
+
+
+class OutputKind(StrEnum):
+    """Kinds of result objects a job writes (``Output.kind``)."""
+
+    SEG = "seg"
+    SR = "sr"
+    SC = "sc"
+    NOT_EVALUATED_SR = "not_evaluated_sr"
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"

@@ -1,4 +1,4 @@
-"""Queries and state transitions over the models: ingest rows, completion, job lifecycle.
+"""Queries over the models: associations, ingest rows, studies and their completion.
 
 Every function takes an open :class:`~sqlalchemy.orm.Session` and leaves committing to the
 caller, so one caller decides what is atomic.
@@ -9,18 +9,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.jobs import add_event
 from storage.models import (
     Association,
     AssociationStatus,
+    EventKind,
     Instance,
     Job,
-    JobEvent,
-    JobStage,
     JobStatus,
     Series,
     Study,
@@ -281,9 +280,9 @@ def studies_ready(
 def complete_study(session: Session, study_id: int, *, rule: str) -> Job | None:
     """Mark the study complete and queue a new job version for it.
 
-    The new job links to the previous version; a previous version still queued is cancelled
-    (superseded), since it would run on an incomplete study. Returns None when the study was
-    no longer receiving (another completer won).
+    The new job links to the previous version (``Job.previous``); whether that version is
+    cancelled is the job lifecycle's decision (``agent.jobs.lifecycle.supersede``). Returns
+    None when the study was no longer receiving (another completer won).
     """
     now = utcnow()
     won = session.execute(
@@ -311,7 +310,7 @@ def complete_study(session: Session, study_id: int, *, rule: str) -> Job | None:
         add_event(
             session,
             job.id,
-            "queued",
+            EventKind.QUEUED,
             f"study complete ({rule}) with {study.instance_count} instances",
             {"rule": rule},
         )
@@ -319,154 +318,40 @@ def complete_study(session: Session, study_id: int, *, rule: str) -> Job | None:
         add_event(
             session,
             job.id,
-            "queued",
+            EventKind.QUEUED,
             f"study complete again ({rule}) with {study.instance_count} instances; "
             f"new version {job.version} of job {previous.id}",
             {"rule": rule, "previous_job_id": previous.id},
         )
-        if previous.status == JobStatus.QUEUED:
-            set_status(
-                session,
-                previous,
-                JobStatus.CANCELLED,
-                reason_code="superseded",
-                reason=f"superseded by job {job.id}",
-            )
         add_event(
             session,
             previous.id,
-            "superseded",
+            EventKind.SUPERSEDED,
             f"more instances arrived; job {job.id} (version {job.version}) replaces this one",
             {"next_job_id": job.id},
         )
     return job
 
 
-# --- jobs ---------------------------------------------------------------------------------
+def count_studies(session: Session) -> int:
+    return int(session.scalar(select(func.count(Study.id))) or 0)
 
 
-def add_event(
-    session: Session, job_id: int, kind: str, message: str, data: dict[str, Any] | None = None
-) -> None:
-    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
-
-
-def set_status(
-    session: Session,
-    job: Job,
-    status: JobStatus,
-    *,
-    reason_code: str | None = None,
-    reason: str | None = None,
-) -> None:
-    """Change a job's status and log it on the timeline."""
-    old = job.status
-    job.status = status
-    if reason_code is not None or reason is not None:
-        job.reason_code = reason_code
-        job.reason = reason
-    if status.is_final:
-        job.finished_at = utcnow()
-    message = f"{old} -> {status}" + (f": {reason}" if reason else "")
-    add_event(
-        session,
-        job.id,
-        "status",
-        message,
-        {"from": str(old), "to": str(status), "reason_code": reason_code},
+def series_count(session: Session, study_id: int) -> int:
+    return int(
+        session.scalar(select(func.count()).select_from(Series).where(Series.study_id == study_id))
+        or 0
     )
 
 
-def claim_next_job(session: Session, *, worker: str) -> Job | None:
-    """Atomically move the oldest queued job to ``running`` for this worker.
-
-    One UPDATE guarded by ``status = 'queued'`` decides the winner, so two workers (threads
-    or processes) never claim the same job.
-    """
-    now = utcnow()
-    for _ in range(5):
-        candidate = session.scalar(
-            select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1)
-        )
-        if candidate is None:
-            return None
-        won = session.execute(
-            update(Job)
-            .where(Job.id == candidate, Job.status == JobStatus.QUEUED)
-            .values(
-                status=JobStatus.RUNNING,
-                worker=worker,
-                started_at=now,
-                heartbeat_at=now,
-                attempts=Job.attempts + 1,
-            )
-        )
-        if getattr(won, "rowcount", 0):
-            job = session.get_one(Job, candidate, populate_existing=True)
-            add_event(
-                session,
-                job.id,
-                "status",
-                f"queued -> running (worker {worker})",
-                {"from": "queued", "to": "running", "worker": worker},
-            )
-            return job
-    return None
+def latest_job_id(session: Session, study_id: int) -> int | None:
+    """The newest job version of the study, if any."""
+    return session.scalar(select(func.max(Job.id)).where(Job.study_id == study_id))
 
 
-def heartbeat(session: Session, job_id: int) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
-
-
-def requeue_stale_jobs(session: Session, *, older_than: dt.datetime) -> list[int]:
-    """Running jobs whose worker stopped beating go back to the queue."""
-    stale = session.scalars(
-        select(Job).where(
-            Job.status == JobStatus.RUNNING,
-            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < older_than),
-        )
-    ).all()
-    for job in stale:
-        set_status(
-            session,
-            job,
-            JobStatus.QUEUED,
-            reason_code="worker_lost",
-            reason=f"worker {job.worker} stopped; re-queued",
-        )
-    return [j.id for j in stale]
-
-
-def record_stage(session: Session, job_id: int, stage: str, seconds: float) -> None:
-    session.add(JobStage(job_id=job_id, stage=stage, seconds=seconds))
-
-
-def list_jobs(
-    session: Session,
-    *,
-    status: JobStatus | None = None,
-    study_instance_uid: str | None = None,
-    accession_number: str | None = None,
-    created_from: dt.datetime | None = None,
-    created_to: dt.datetime | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[Sequence[Job], int]:
-    """Jobs, newest first, with the total count matching the filters."""
-    query = select(Job).join(Study, Study.id == Job.study_id)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if study_instance_uid:
-        query = query.where(Study.study_instance_uid == study_instance_uid)
-    if accession_number:
-        query = query.where(Study.accession_number == accession_number)
-    if created_from is not None:
-        query = query.where(Job.created_at >= created_from)
-    if created_to is not None:
-        query = query.where(Job.created_at < created_to)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    jobs = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
-    return jobs, int(total)
+def spool_bytes(session: Session) -> int:
+    """Bytes of every recorded instance in the spool."""
+    return int(session.scalar(select(func.coalesce(func.sum(Instance.size_bytes), 0))) or 0)
 
 
 def list_studies(session: Session, *, limit: int = 100, offset: int = 0) -> Sequence[Study]:
@@ -485,8 +370,3 @@ def instance_paths(session: Session, study_id: int) -> list[str]:
             .order_by(Instance.id)
         ).all()
     )
-
-
-def count_jobs_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-    return {str(s): int(n) for s, n in rows}

@@ -17,10 +17,13 @@ from agent.cli._common import (
     settings_or_exit,
 )
 from agent.errors import AgentError
+from agent.jobs import lifecycle
+from agent.jobs.lifecycle import JobAction
 from agent.jobs.summaries import job_detail, job_summary, study_view
 from agent.settings import Settings
 from storage import queries
 from storage.db import make_engine, make_sessionmaker, upgrade
+from storage.jobs import list_jobs
 from storage.models import Job, JobStatus
 
 STATUS_STYLE = {
@@ -80,7 +83,7 @@ def register(app: typer.Typer) -> None:
             fail(str(err))
         sessions = _sessions(settings_or_exit(config))
         with sessions() as session:
-            jobs, total = queries.list_jobs(
+            jobs, total = list_jobs(
                 session,
                 status=status,
                 accession_number=accession,
@@ -228,32 +231,14 @@ def register(app: typer.Typer) -> None:
         job_id: Annotated[int, typer.Argument(help="job id")], config: ConfigOption = None
     ) -> None:
         """Send a job's failed deliveries again, or run a failed job again."""
-        from agent.delivery import retry_job
-
-        sessions = _sessions(settings_or_exit(config))
-        try:
-            with sessions.begin() as session:
-                if session.get(Job, job_id) is None:
-                    fail(f"no job {job_id}")
-                console.print(f"job {job_id}: {retry_job(session, job_id)}")
-        except AgentError as err:
-            fail(err.message)
+        _act(job_id, JobAction.RETRY, config)
 
     @jobs_app.command("cancel")
     def jobs_cancel(
         job_id: Annotated[int, typer.Argument(help="job id")], config: ConfigOption = None
     ) -> None:
         """Cancel a job that has not finished."""
-        from agent.delivery import cancel_job
-
-        sessions = _sessions(settings_or_exit(config))
-        try:
-            with sessions.begin() as session:
-                if session.get(Job, job_id) is None:
-                    fail(f"no job {job_id}")
-                console.print(f"job {job_id}: {cancel_job(session, job_id)}")
-        except AgentError as err:
-            fail(err.message)
+        _act(job_id, JobAction.CANCEL, config)
 
     @studies_app.command("list")
     def studies_list(
@@ -298,3 +283,14 @@ def register(app: typer.Typer) -> None:
                 str(r.latest_job_id or ""),
             )
         console.print(table)
+
+
+def _act(job_id: int, action: JobAction, config: Path | None) -> None:
+    """Run an admin action through the job lifecycle (the same call as the HTTP API)."""
+    sessions = _sessions(settings_or_exit(config))
+    try:
+        with sessions.begin() as session:
+            outcome = lifecycle.perform(session, job_id, action)
+    except AgentError as err:
+        fail(err.message)
+    console.print(f"job {job_id}: {outcome.message}")

@@ -11,14 +11,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent.context import AgentContext
-from agent.delivery import cancel_job, retry_job
 from agent.errors import AgentError
 from agent.http.deps import CtxDep, SessionDep, require_token
+from agent.jobs import lifecycle
 from agent.jobs.filters import FilterError, JobQuery
+from agent.jobs.lifecycle import JobAction, JobNotFoundError
 from agent.jobs.preview import PreviewUnavailable, job_preview
 from agent.jobs.summaries import (
     JobDetail,
@@ -29,7 +29,8 @@ from agent.jobs.summaries import (
     study_view,
 )
 from storage import queries
-from storage.models import Job, JobStatus, Study
+from storage.jobs import list_jobs
+from storage.models import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ _CONFLICT: dict[int | str, dict[str, object]] = {
 
 def list_jobs_page(session: Session, query: JobQuery) -> JobList:
     """Run a job query (shared by the API and the web page)."""
-    jobs, total = queries.list_jobs(
+    jobs, total = list_jobs(
         session,
         status=query.status,
         study_instance_uid=query.study_instance_uid,
@@ -103,7 +104,7 @@ def list_jobs_page(session: Session, query: JobQuery) -> JobList:
 
 
 def list_studies_page(session: Session, limit: int, offset: int) -> StudyList:
-    total = session.scalar(select(func.count(Study.id))) or 0
+    total = queries.count_studies(session)
     studies = queries.list_studies(session, limit=limit, offset=offset)
     return StudyList(
         total=int(total),
@@ -120,7 +121,7 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def job_action(ctx: AgentContext, job_id: int, action: str) -> ActionResult:
+def job_action(ctx: AgentContext, job_id: int, action: JobAction) -> ActionResult:
     """Retry or cancel a job in one transaction (shared by the API and the web page).
 
     Raises
@@ -130,18 +131,15 @@ def job_action(ctx: AgentContext, job_id: int, action: str) -> ActionResult:
     """
     try:
         with ctx.sessions.begin() as session:
-            job = get_job(session, job_id)
-            act = retry_job if action == "retry" else cancel_job
-            message = act(session, job_id)
-            status = str(job.status)
-    except ApiError:
-        raise
+            outcome = lifecycle.perform(session, job_id, action)
+    except JobNotFoundError as err:
+        raise ApiError(404, err.code, err.message) from err
     except AgentError as err:
         raise ApiError(409, err.code, err.message) from err
-    if status == JobStatus.QUEUED:
+    if outcome.status == JobStatus.QUEUED:
         ctx.wake_workers.set()
-    logger.info("job %s: %s via HTTP: %s", job_id, action, message)
-    return ActionResult(job_id=job_id, status=status, message=message)
+    logger.info("job %s: %s via HTTP: %s", job_id, action, outcome.message)
+    return ActionResult(job_id=job_id, status=str(outcome.status), message=outcome.message)
 
 
 @router.get("/jobs", response_model=JobList, summary="List jobs")
@@ -187,7 +185,7 @@ def api_job(job_id: int, session: SessionDep) -> JobDetail:
 )
 def api_retry(job_id: int, ctx: CtxDep) -> ActionResult:
     """Send dead deliveries again, or queue a failed job to run again (409 if not possible)."""
-    return job_action(ctx, job_id, "retry")
+    return job_action(ctx, job_id, JobAction.RETRY)
 
 
 @router.post(
@@ -195,7 +193,7 @@ def api_retry(job_id: int, ctx: CtxDep) -> ActionResult:
 )
 def api_cancel(job_id: int, ctx: CtxDep) -> ActionResult:
     """Cancel a job that has not finished (409 if it has)."""
-    return job_action(ctx, job_id, "cancel")
+    return job_action(ctx, job_id, JobAction.CANCEL)
 
 
 @router.get(

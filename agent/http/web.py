@@ -27,6 +27,7 @@ from agent.http.deps import (
     require_token,
 )
 from agent.jobs.filters import FilterError, JobQuery
+from agent.jobs.lifecycle import JobAction
 from agent.jobs.summaries import JobDetail, job_detail
 from storage.models import JobStatus
 
@@ -283,7 +284,7 @@ def job_fragment(job_id: int, request: Request, session: SessionDep) -> Response
     return _templates(request).TemplateResponse(request, "_job_body.html", _job_context(detail))
 
 
-def _action(ctx: CtxDep, job_id: int, action: str) -> Response:
+def _action(ctx: CtxDep, job_id: int, action: JobAction) -> Response:
     try:
         result = job_action(ctx, job_id, action)
         text = f"Job {job_id}: {result.message}."
@@ -298,12 +299,12 @@ def _action(ctx: CtxDep, job_id: int, action: str) -> Response:
 
 @pages.post("/jobs/{job_id}/retry")
 def job_retry(job_id: int, ctx: CtxDep) -> Response:
-    return _action(ctx, job_id, "retry")
+    return _action(ctx, job_id, JobAction.RETRY)
 
 
 @pages.post("/jobs/{job_id}/cancel")
 def job_cancel(job_id: int, ctx: CtxDep) -> Response:
-    return _action(ctx, job_id, "cancel")
+    return _action(ctx, job_id, JobAction.CANCEL)
 
 
 # --- studies ------------------------------------------------------------------------------

@@ -19,11 +19,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from scipy import ndimage
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.errors import AgentError
-from storage.models import Instance, Job, Output
+from storage import jobs, queries
+from storage.models import Job
 from storage.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -133,12 +133,12 @@ def job_preview(session: Session, spool: Spool, job: Job) -> tuple[bytes, bool]:
         raise PreviewUnavailable(
             "no_result", f"job {job.id} has no result slice (status {job.status})"
         )
-    relative = session.scalar(select(Instance.path).where(Instance.sop_instance_uid == uid))
-    if relative is None:
+    found = queries.instance_file(session, uid)
+    if found is None:
         raise PreviewUnavailable(
             "source_missing", f"the slice {uid} of job {job.id} is not in the spool any more"
         )
-    source = _read(spool.path_of(relative), "source slice")
+    source = _read(spool.path_of(found[0]), "source slice")
     try:
         image = _slice_pixels(source)
     except (AttributeError, ValueError, RuntimeError) as err:
@@ -146,12 +146,7 @@ def job_preview(session: Session, spool: Spool, job: Job) -> tuple[bytes, bool]:
             "file_unreadable", f"cannot decode the pixels of slice {uid}: {err}"
         ) from err
     mask: npt.NDArray[np.bool_] | None = None
-    seg_path = session.scalar(
-        select(Output.path)
-        .where(Output.job_id == job.id, Output.kind == "seg", Output.path.is_not(None))
-        .order_by(Output.id)
-        .limit(1)
-    )
+    seg_path = jobs.seg_output_path(session, job.id)
     if seg_path is not None and Path(seg_path).exists():
         seg = _read(Path(seg_path), "SEG")
         try:

@@ -7,10 +7,10 @@ import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Delivery, Job, Series, Study
+from storage import jobs, queries
+from storage.models import Delivery, Job, Study
 
 
 class StudyView(BaseModel):
@@ -111,10 +111,8 @@ class JobDetail(JobSummary):
 
 
 def study_view(session: Session, study: Study) -> StudyView:
-    series_count = session.scalar(
-        select(func.count()).select_from(Series).where(Series.study_id == study.id)
-    )
-    latest = session.scalar(select(func.max(Job.id)).where(Job.study_id == study.id))
+    series_count = queries.series_count(session, study.id)
+    latest = queries.latest_job_id(session, study.id)
     return StudyView(
         id=study.id,
         study_instance_uid=study.study_instance_uid,
@@ -168,7 +166,7 @@ def _delivery_view(delivery: Delivery) -> DeliveryView:
 
 def job_detail(session: Session, job: Job) -> JobDetail:
     summary = job_summary(job)
-    next_job = session.scalar(select(Job.id).where(Job.previous_job_id == job.id))
+    next_job = jobs.next_version_id(session, job.id)
     return JobDetail(
         **summary.model_dump(),
         instance_count=job.instance_count,

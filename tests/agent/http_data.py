@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.context import AgentContext
 from agent.settings import Settings
-from storage import queries
+from storage import jobs, queries
 from storage.models import (
     AssociationStatus,
     Delivery,
     DeliveryItem,
     DeliveryStatus,
+    EventKind,
     Job,
     JobStatus,
     Output,
@@ -283,8 +284,8 @@ def mark_processed(
             ("segment", 1.5),
             ("classify", 0.3),
         ):
-            queries.record_stage(session, job_id, stage, seconds)
-        queries.add_event(session, job_id, "result", f"cirrhosis (p=0.830) on slice {chosen}", None)
+            jobs.record_stage(session, job_id, stage, seconds)
+        jobs.add_event(session, job_id, EventKind.RESULT, f"cirrhosis (p=0.830) on slice {chosen}")
         output = Output(
             job_id=job_id,
             kind="seg",
@@ -310,7 +311,7 @@ def mark_processed(
             session.flush()
             session.add(DeliveryItem(delivery_id=row.id, output_id=output.id))
         failed = status == JobStatus.FAILED
-        queries.set_status(
+        jobs.write_status(
             session,
             job,
             status,

@@ -14,11 +14,12 @@ from pydicom import dcmread
 from sqlalchemy import select, update
 
 from agent.context import AgentContext, open_context
-from agent.delivery import Deliverer, retry_job
+from agent.delivery import Deliverer
+from agent.jobs import lifecycle
 from agent.models import ModelProvider
 from agent.retention import clean_results
 from agent.settings import Settings, load_settings
-from agent.worker import Worker, destinations_for
+from agent.worker import Worker
 from storage.models import Delivery, DeliveryStatus, Job, JobStatus, Output, utcnow
 from tests.agent.http_data import complete, ingest
 from tests.integration.processes import STORESCP, dcmtk_env, free_port, wait_for_port
@@ -86,18 +87,19 @@ class StoreSCP:
 
 
 def _job_with_result(ctx: AgentContext, evaluated: bool = True) -> int:
-    """Ingest a small series as from PACS 'DEST', complete it, and record a result for it
-    through the worker's own output code (the pipeline itself is tested elsewhere)."""
+    """Ingest a small series as from PACS 'DEST', complete it, claim it, and publish a result
+    for it through the worker (the pipeline itself is tested elsewhere)."""
     series = make_mr_series(12, 64, 64)
     for ds in series:
         ds.StudyInstanceUID = series[0].StudyInstanceUID
     ingest(ctx, series)
     job_id = complete(ctx, str(series[0].StudyInstanceUID))
     with ctx.sessions.begin() as session:
-        job = session.get_one(Job, job_id)
-        job.status = JobStatus.RUNNING
-        study = job.study
-        study.source_ae = "DEST"
+        session.get_one(Job, job_id).study.source_ae = "DEST"
+    with ctx.sessions.begin() as session:
+        claimed = lifecycle.claim_next(session, worker="test")
+    assert claimed is not None
+    assert claimed.job_id == job_id
     result = (
         make_result(series)
         if evaluated
@@ -112,10 +114,7 @@ def _job_with_result(ctx: AgentContext, evaluated: bool = True) -> int:
         threading.Event(),
         name="test",
     )
-    destinations = destinations_for(ctx.settings, "DEST")
-    objects = worker._build_objects(result, destinations)
-    written = worker._write_objects(job_id, str(series[0].StudyInstanceUID), objects)
-    worker._record(job_id, result, destinations, written, 0.1)
+    worker.publish(claimed, result)
     return job_id
 
 
@@ -188,7 +187,7 @@ def test_dead_after_the_last_retry_and_manual_retry_sends_again(
     assert deliverer.deliver_due() == 0  # dead letters are not retried by themselves
 
     with ctx.sessions.begin() as session:
-        assert "re-queued" in retry_job(session, job_id)
+        assert "re-queued" in lifecycle.retry(session, job_id)
     scp = StoreSCP(tmp_path / "received", port)
     scp.start()
     try:

@@ -1,0 +1,267 @@
+"""Queries over jobs and what hangs off them: status writes, claims, heartbeats, timeline
+events, stage timings, outputs and deliveries.
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` and leaves committing to the
+caller, so one caller decides what is atomic. Which status change is allowed is decided by
+``agent.jobs.lifecycle``, not here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    Delivery,
+    DeliveryItem,
+    DeliveryStatus,
+    EventKind,
+    Job,
+    JobEvent,
+    JobStage,
+    JobStatus,
+    Output,
+    OutputKind,
+    Study,
+    utcnow,
+)
+
+
+def add_event(
+    session: Session,
+    job_id: int,
+    kind: EventKind,
+    message: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
+
+
+def write_status(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    *,
+    reason_code: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Write a job's new status (with its reason) and log it on the timeline.
+
+    Only :mod:`agent.jobs.lifecycle` calls this, after checking that the change is allowed.
+    """
+    old = job.status
+    job.status = status
+    if reason_code is not None or reason is not None:
+        job.reason_code = reason_code
+        job.reason = reason
+    if status.is_final:
+        job.finished_at = utcnow()
+    message = f"{old} -> {status}" + (f": {reason}" if reason else "")
+    add_event(
+        session,
+        job.id,
+        EventKind.STATUS,
+        message,
+        {"from": str(old), "to": str(status), "reason_code": reason_code},
+    )
+
+
+def claim_next_job(session: Session, *, worker: str) -> Job | None:
+    """Atomically move the oldest queued job to ``running`` for this worker.
+
+    One UPDATE guarded by ``status = 'queued'`` decides the winner, so two workers (threads
+    or processes) never claim the same job.
+    """
+    now = utcnow()
+    for _ in range(5):
+        candidate = session.scalar(
+            select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1)
+        )
+        if candidate is None:
+            return None
+        won = session.execute(
+            update(Job)
+            .where(Job.id == candidate, Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.RUNNING,
+                worker=worker,
+                started_at=now,
+                heartbeat_at=now,
+                attempts=Job.attempts + 1,
+            )
+        )
+        if getattr(won, "rowcount", 0):
+            job = session.get_one(Job, candidate, populate_existing=True)
+            add_event(
+                session,
+                job.id,
+                EventKind.STATUS,
+                f"queued -> running (worker {worker})",
+                {"from": "queued", "to": "running", "worker": worker},
+            )
+            return job
+    return None
+
+
+def heartbeat(session: Session, job_id: int) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+
+
+def stale_running_jobs(session: Session, *, older_than: dt.datetime) -> Sequence[Job]:
+    """Running jobs whose last heartbeat is older than ``older_than`` (or missing)."""
+    return session.scalars(
+        select(Job)
+        .where(
+            Job.status == JobStatus.RUNNING,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < older_than),
+        )
+        .order_by(Job.id)
+    ).all()
+
+
+def record_stage(session: Session, job_id: int, stage: str, seconds: float) -> None:
+    session.add(JobStage(job_id=job_id, stage=stage, seconds=seconds))
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: JobStatus | None = None,
+    study_instance_uid: str | None = None,
+    accession_number: str | None = None,
+    created_from: dt.datetime | None = None,
+    created_to: dt.datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[Sequence[Job], int]:
+    """Jobs, newest first, with the total count matching the filters."""
+    query = select(Job).join(Study, Study.id == Job.study_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if study_instance_uid:
+        query = query.where(Study.study_instance_uid == study_instance_uid)
+    if accession_number:
+        query = query.where(Study.accession_number == accession_number)
+    if created_from is not None:
+        query = query.where(Job.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(Job.created_at < created_to)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    return jobs, int(total)
+
+
+def count_jobs_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {str(s): int(n) for s, n in rows}
+
+
+def count_queued(session: Session) -> int:
+    return int(session.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED)) or 0)
+
+
+def next_version_id(session: Session, job_id: int) -> int | None:
+    """The id of the job that replaced this one (its next version), if any."""
+    return session.scalar(select(Job.id).where(Job.previous_job_id == job_id))
+
+
+# --- outputs and deliveries ---------------------------------------------------------------
+
+
+def add_output(
+    session: Session,
+    job_id: int,
+    *,
+    kind: OutputKind,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    series_instance_uid: str,
+    path: str,
+    size_bytes: int,
+) -> Output:
+    """Record a result object written for the job."""
+    row = Output(
+        job_id=job_id,
+        kind=kind,
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        series_instance_uid=series_instance_uid,
+        path=path,
+        size_bytes=size_bytes,
+    )
+    session.add(row)
+    return row
+
+
+def add_delivery(
+    session: Session, job_id: int, destination: str, outputs: Sequence[Output]
+) -> Delivery:
+    """One delivery of ``outputs`` (flushed rows) to a destination, due now."""
+    delivery = Delivery(job_id=job_id, destination=destination, next_attempt_at=utcnow())
+    session.add(delivery)
+    session.flush()
+    session.add_all(DeliveryItem(delivery_id=delivery.id, output_id=o.id) for o in outputs)
+    return delivery
+
+
+def due_deliveries(session: Session, *, now: dt.datetime) -> Sequence[int]:
+    """Ids of pending deliveries whose next attempt time has come, oldest first."""
+    return session.scalars(
+        select(Delivery.id)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+    ).all()
+
+
+def claim_delivery(session: Session, delivery_id: int) -> bool:
+    """Move a pending delivery to ``sending``; False when another sender had it first."""
+    won = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SENDING)
+    )
+    return bool(getattr(won, "rowcount", 0))
+
+
+def release_sending_deliveries(session: Session) -> int:
+    """At start: deliveries a previous process was sending go back to pending, due now."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.SENDING)
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def deliveries_of(session: Session, job_id: int) -> Sequence[Delivery]:
+    return session.scalars(
+        select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id)
+    ).all()
+
+
+def delivery_statuses(session: Session, job_id: int) -> set[DeliveryStatus]:
+    return set(session.scalars(select(Delivery.status).where(Delivery.job_id == job_id)).all())
+
+
+def expired_outputs(session: Session, *, finished_before: dt.datetime) -> Sequence[Output]:
+    """Outputs with a file, of jobs in a final state that finished before the cut-off."""
+    final = [s for s in JobStatus if s.is_final]
+    return session.scalars(
+        select(Output)
+        .join(Job, Job.id == Output.job_id)
+        .where(Job.status.in_(final), Job.finished_at < finished_before, Output.path.is_not(None))
+    ).all()
+
+
+def seg_output_path(session: Session, job_id: int) -> str | None:
+    """Path of the job's first SEG output that still has a file."""
+    return session.scalar(
+        select(Output.path)
+        .where(Output.job_id == job_id, Output.kind == OutputKind.SEG, Output.path.is_not(None))
+        .order_by(Output.id)
+        .limit(1)
+    )
