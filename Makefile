@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium
 
-.PHONY: setup run test lint typecheck pytest system-packages demo clean
+.PHONY: setup run test test-fast lint typecheck pytest system-packages demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ pytest: setup
 	$(BIN)/pytest
 
 test: system-packages lint typecheck pytest
+
+# The edit-test loop: lint, types, and every test that is neither slow (> ~5 s) nor integration
+# (real DCMTK / Orthanc / agent processes). `make test` stays the full run (CI).
+test-fast: lint typecheck
+	$(BIN)/pytest -m "not slow and not integration"
 
 # Orthanc + the agent on loopback with two phantom studies (README: Demo); Ctrl-C stops both.
 demo: setup

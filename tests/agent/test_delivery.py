@@ -139,6 +139,7 @@ def test_worker_records_outputs_and_one_delivery_per_destination(ctx: AgentConte
     assert len(delivery.items) == 3
 
 
+@pytest.mark.integration  # starts DCMTK storescp
 def test_delivery_retries_while_destination_is_down_then_sends_once(
     ctx: AgentContext, tmp_path: Path, port: int
 ) -> None:
@@ -173,6 +174,7 @@ def test_delivery_retries_while_destination_is_down_then_sends_once(
     assert ctx.metrics.delivery_failures.labels("pacs")._value.get() == 1
 
 
+@pytest.mark.integration  # starts DCMTK storescp
 def test_dead_after_the_last_retry_and_manual_retry_sends_again(
     ctx: AgentContext, tmp_path: Path, port: int
 ) -> None:
@@ -199,6 +201,7 @@ def test_dead_after_the_last_retry_and_manual_retry_sends_again(
     assert len(scp.received()) == 3
 
 
+@pytest.mark.integration  # starts DCMTK storescp
 def test_not_evaluated_job_sends_its_sr_and_ends_not_evaluated(
     ctx: AgentContext, tmp_path: Path, port: int
 ) -> None:

@@ -1,0 +1,64 @@
+"""Ingest and completion queries: instances, study completion, and job version links."""
+
+from __future__ import annotations
+
+from pydicom.uid import generate_uid
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage import jobs, queries
+from storage.models import Job, JobStatus, StudyStatus
+from storage.queries import InstanceRecord
+
+
+def record(session: Session, study: str, series: str) -> str:
+    uid = generate_uid()
+    queries.record_instance(
+        session,
+        InstanceRecord(
+            study_instance_uid=study,
+            series_instance_uid=series,
+            sop_instance_uid=uid,
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            path=f"{study}/{series}/{uid}.dcm",
+            size_bytes=100,
+        ),
+        association_id=None,
+        source_ae="PACS",
+    )
+    return uid
+
+
+def test_more_instances_after_completion_make_a_linked_new_version(
+    sessions: sessionmaker[Session],
+) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    with sessions.begin() as session:
+        first_uid = record(session, study_uid, series_uid)
+        record(session, study_uid, series_uid)
+        study_id = queries.study_id_of(session, study_uid)
+        assert study_id is not None
+        first = queries.complete_study(session, study_id, rule="test")
+        assert first is not None
+        assert (first.version, first.previous_job_id, first.instance_count) == (1, None, 2)
+        assert queries.complete_study(session, study_id, rule="test") is None  # already complete
+    with sessions.begin() as session:
+        record(session, study_uid, series_uid)
+        study = session.get_one(Job, first.id).study
+        assert study.status == StudyStatus.RECEIVING  # open again: it will complete again
+        second = queries.complete_study(session, study_id, rule="test")
+        assert second is not None
+        assert (second.version, second.previous_job_id, second.instance_count) == (2, first.id, 3)
+    with sessions() as session:
+        assert jobs.next_version_id(session, first.id) == second.id
+        assert jobs.next_version_id(session, second.id) is None
+        assert queries.latest_job_id(session, study_id) == second.id
+        assert queries.series_count(session, study_id) == 1
+        assert queries.spool_bytes(session) == 300
+        assert queries.instance_file(session, first_uid) == (
+            f"{study_uid}/{series_uid}/{first_uid}.dcm",
+            100,
+        )
+        assert len(queries.instance_paths(session, study_id)) == 3
+        # completing does not decide the previous version's fate: the lifecycle does
+        assert session.get_one(Job, first.id).status == JobStatus.QUEUED
