@@ -244,8 +244,6 @@ class Worker:
 def _summary(result: PipelineResult) -> str:
     if not result.evaluated:
         return f"not evaluated: {result.reason} ({result.reason_code})"
-    assert result.classification is not None
-    assert result.caudate is not None
     return (
         f"{result.classification.label} (p={result.classification.probability:.3f}) on slice "
         f"{result.caudate.index} of series {result.selection.series_instance_uid}"
@@ -255,7 +253,7 @@ def _summary(result: PipelineResult) -> str:
 def _result_event(result: PipelineResult) -> dict[str, Any]:
     return {
         "evaluated": result.evaluated,
-        "reason_code": result.reason_code,
+        "reason_code": None if result.evaluated else result.reason_code,
         "timings": result.timings,
     }
 
@@ -282,7 +280,7 @@ def _store_result(job: Job, result: PipelineResult) -> None:
         ]
     if result.segmentation is not None:
         job.liver_volume_ml = result.segmentation.volume_ml
-    if result.classification is not None:
+    if result.evaluated:
         job.probability = result.classification.probability
         job.label = result.classification.label
         details["classification_mode"] = result.classification.mode

@@ -19,8 +19,10 @@ from pipeline.study import StudyHeaders
 from pipeline.types import (
     CaudateSlice,
     Classification,
+    EvaluatedResult,
     LiverSegmentation,
     ModelInfo,
+    NotEvaluatedResult,
     PipelineResult,
     SeriesSelection,
     Volume,
@@ -90,8 +92,9 @@ def run_pipeline(
     Returns
     -------
     PipelineResult
-        ``evaluated`` True with every stage's result; or False with ``reason_code``/``reason``
-        from the stage that found the study cannot be evaluated (``no_axial_t2`` when no series
+        :class:`~pipeline.types.EvaluatedResult` with every stage's result; or
+        :class:`~pipeline.types.NotEvaluatedResult` with ``reason_code``/``reason`` from the
+        stage that found the study cannot be evaluated (``no_axial_t2`` when no series
         is eligible, ``liver_not_covered``, ``inconsistent_geometry``, ...) and whatever was
         computed before it.
 
@@ -133,13 +136,28 @@ def run_pipeline(
         f"not evaluated ({not_evaluated.code})" if not_evaluated else "evaluated",
         timings["total"],
     )
-    return PipelineResult(
+    if not_evaluated is not None:
+        return NotEvaluatedResult(
+            study_instance_uid=study.study_instance_uid,
+            reference=study.reference(),
+            selection=selection,
+            reason_code=not_evaluated.code,
+            reason=not_evaluated.message,
+            volume=volume,
+            segmentation=segmentation,
+            caudate=caudate,
+            segmentation_model=models.segmentation.info,
+            classification_model=models.classification.info,
+            timings=timings,
+        )
+    assert volume is not None
+    assert segmentation is not None
+    assert caudate is not None
+    assert classification is not None
+    return EvaluatedResult(
         study_instance_uid=study.study_instance_uid,
         reference=study.reference(),
         selection=selection,
-        evaluated=not_evaluated is None,
-        reason_code=not_evaluated.code if not_evaluated else None,
-        reason=not_evaluated.message if not_evaluated else None,
         volume=volume,
         segmentation=segmentation,
         caudate=caudate,
@@ -195,11 +213,13 @@ def result_to_json(result: PipelineResult) -> dict[str, Any]:
         ),
         None,
     )
-    caudate, classification = result.caudate, result.classification
+    caudate = result.caudate
+    classification = result.classification if result.evaluated else None
+    reason_code, reason = (None, None) if result.evaluated else (result.reason_code, result.reason)
     return {
         "evaluated": result.evaluated,
-        "reason_code": result.reason_code,
-        "reason": result.reason,
+        "reason_code": reason_code,
+        "reason": reason,
         "study_instance_uid": result.study_instance_uid,
         "series": None
         if chosen is None

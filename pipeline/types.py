@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -125,19 +125,59 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, eq=False)
-class PipelineResult:
-    """Everything the pipeline found for one study; ``evaluated`` False means not evaluated."""
+class EvaluatedResult:
+    """A study the pipeline evaluated: the result of every stage.
+
+    ``evaluated`` is always True; with :class:`NotEvaluatedResult` it makes
+    :data:`PipelineResult` a tagged union (``if result.evaluated:`` narrows it).
+    """
 
     study_instance_uid: str
     reference: Dataset  # a header of the study (patient/study attributes for outputs)
     selection: SeriesSelection
-    evaluated: bool
-    reason_code: str | None = None
-    reason: str | None = None
-    volume: Volume | None = None
-    segmentation: LiverSegmentation | None = None
-    caudate: CaudateSlice | None = None
-    classification: Classification | None = None
+    volume: Volume
+    segmentation: LiverSegmentation
+    caudate: CaudateSlice
+    classification: Classification
     segmentation_model: ModelInfo | None = None
     classification_model: ModelInfo | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    evaluated: Literal[True] = True
+
+    @property
+    def reason_code(self) -> None:
+        """None: an evaluated study has no reason for not being evaluated."""
+        return None
+
+    @property
+    def reason(self) -> None:
+        """None, as :attr:`reason_code`."""
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class NotEvaluatedResult:
+    """A study the pipeline could not evaluate: why (``reason_code``, ``reason``) and what the
+    stages before the one that stopped had found (``volume``, ``segmentation``, ``caudate``)."""
+
+    study_instance_uid: str
+    reference: Dataset
+    selection: SeriesSelection
+    reason_code: str
+    reason: str
+    volume: Volume | None = None
+    segmentation: LiverSegmentation | None = None
+    caudate: CaudateSlice | None = None
+    segmentation_model: ModelInfo | None = None
+    classification_model: ModelInfo | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    evaluated: Literal[False] = False
+
+    @property
+    def classification(self) -> None:
+        """None: a study that was not evaluated has no classification."""
+        return None
+
+
+PipelineResult: TypeAlias = EvaluatedResult | NotEvaluatedResult
+"""What :func:`pipeline.run.run_pipeline` returns: evaluated, or not evaluated with a reason."""

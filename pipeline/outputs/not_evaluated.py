@@ -37,20 +37,20 @@ from pipeline.outputs.text import (
     models_sentence,
     text_item,
 )
-from pipeline.types import ModelInfo, PipelineResult
+from pipeline.types import ModelInfo, NotEvaluatedResult
 
 logger = logging.getLogger(__name__)
 
 NOT_EVALUATED_PREFIX = "Not evaluated: "
 
 
-def not_evaluated_sentence(result: PipelineResult) -> str:
+def not_evaluated_sentence(result: NotEvaluatedResult) -> str:
     """E.g. "Not evaluated: no axial T2-weighted series in the study"."""
     reason = (result.reason or "").strip() or "no reason was recorded"
     return NOT_EVALUATED_PREFIX + reason
 
 
-def _algorithm(result: PipelineResult, software_version: str) -> hd.sr.AlgorithmIdentification:
+def _algorithm(result: NotEvaluatedResult, software_version: str) -> hd.sr.AlgorithmIdentification:
     model = result.classification_model or result.segmentation_model
     if model is None:
         return hd.sr.AlgorithmIdentification(
@@ -63,7 +63,7 @@ def _algorithm(result: PipelineResult, software_version: str) -> hd.sr.Algorithm
 
 
 def build_not_evaluated_sr(
-    result: PipelineResult, *, software_version: str
+    result: NotEvaluatedResult, *, software_version: str
 ) -> hd.sr.ComprehensiveSR:
     """Build the SR that says a study was not evaluated and why.
 

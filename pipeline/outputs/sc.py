@@ -26,7 +26,7 @@ from pipeline.outputs.common import (
 )
 from pipeline.outputs.render import RED, YELLOW, TextLine, render_overlay
 from pipeline.outputs.text import finding_sentence, model_sentence, slice_sentence
-from pipeline.types import PipelineResult
+from pipeline.types import EvaluatedResult
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def patient_orientation(cosine: npt.NDArray[np.float64]) -> str:
     return (("L", "R"), ("P", "A"), ("H", "F"))[axis][0 if positive else 1]
 
 
-def result_lines(result: PipelineResult, caudate_image: Dataset) -> list[TextLine]:
+def result_lines(result: EvaluatedResult, caudate_image: Dataset) -> list[TextLine]:
     """The text burned into the SC, top to bottom."""
     assert result.classification is not None
     assert result.segmentation is not None
@@ -65,7 +65,7 @@ def result_lines(result: PipelineResult, caudate_image: Dataset) -> list[TextLin
     return lines
 
 
-def build_sc(result: PipelineResult, *, software_version: str) -> hd.sc.SCImage:
+def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage:
     """Build the RGB Secondary Capture (SOP Class 1.2.840.10008.5.1.4.1.1.7) of the caudate slice.
 
     Parameters

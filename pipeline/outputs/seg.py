@@ -23,7 +23,7 @@ from pipeline.outputs.common import (
     stamp_identity,
     with_patient_study,
 )
-from pipeline.types import ModelInfo, PipelineResult
+from pipeline.types import EvaluatedResult, ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _parameters(model: ModelInfo) -> dict[str, str]:
 
 
 def build_seg(
-    result: PipelineResult,
+    result: EvaluatedResult,
     *,
     software_version: str,
     omit_empty_frames: bool = False,

@@ -33,7 +33,7 @@ from pipeline.outputs.text import (
     slice_sentence,
     text_item,
 )
-from pipeline.types import Classification, ModelInfo, PipelineResult
+from pipeline.types import Classification, EvaluatedResult, ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def finding_group(
 
 
 def liver_group(
-    result: PipelineResult, seg: Dataset | None, model: ModelInfo, caudate_image: Dataset
+    result: EvaluatedResult, seg: Dataset | None, model: ModelInfo, caudate_image: Dataset
 ) -> (
     hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     | hd.sr.MeasurementsAndQualitativeEvaluations
@@ -137,7 +137,7 @@ def liver_group(
     )
 
 
-def _notes(result: PipelineResult, caudate_image: Dataset) -> list[hd.sr.TextContentItem]:
+def _notes(result: EvaluatedResult, caudate_image: Dataset) -> list[hd.sr.TextContentItem]:
     assert result.classification is not None
     classification = result.classification
     notes = [
@@ -177,7 +177,7 @@ def _notes(result: PipelineResult, caudate_image: Dataset) -> list[hd.sr.TextCon
 
 
 def build_sr(
-    result: PipelineResult, seg: Dataset | None, *, software_version: str
+    result: EvaluatedResult, seg: Dataset | None, *, software_version: str
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Imaging Measurement Report of an evaluated result.
 

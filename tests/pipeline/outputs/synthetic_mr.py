@@ -9,9 +9,10 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pipeline.types import (
     CaudateSlice,
     Classification,
+    EvaluatedResult,
     LiverSegmentation,
     ModelInfo,
-    PipelineResult,
+    NotEvaluatedResult,
     SeriesCandidate,
     SeriesSelection,
     Volume,
@@ -150,7 +151,7 @@ def make_result(
     demo: bool = False,
     mode: str = "masked",
     mask: np.ndarray | None = None,
-) -> PipelineResult:
+) -> EvaluatedResult:
     """A PipelineResult for a series built by :func:`make_mr_series` (sorted along the normal)."""
     first = datasets[0]
     n, rows, cols = len(datasets), int(first.Rows), int(first.Columns)
@@ -193,7 +194,7 @@ def result_for_volume(
     demo: bool = False,
     mode: str = "masked",
     caudate_index: int | None = None,
-) -> PipelineResult:
+) -> EvaluatedResult:
     """An evaluated PipelineResult of ``volume`` with ``mask`` as its liver segmentation.
 
     The caudate-level slice is ``caudate_index`` (default: the slice of largest liver area).
@@ -222,11 +223,10 @@ def result_for_volume(
             SeriesCandidate(volume.series_instance_uid, description, 0.9, True, ("axial", "T2")),
         ),
     )
-    return PipelineResult(
+    return EvaluatedResult(
         study_instance_uid=str(reference.StudyInstanceUID),
         reference=reference,
         selection=selection,
-        evaluated=True,
         volume=volume,
         segmentation=segmentation,
         caudate=caudate,
@@ -238,14 +238,13 @@ def result_for_volume(
     )
 
 
-def make_not_evaluated(datasets: list[Dataset], code: str, reason: str) -> PipelineResult:
+def make_not_evaluated(datasets: list[Dataset], code: str, reason: str) -> NotEvaluatedResult:
     """A not-evaluated PipelineResult for the study of ``datasets``."""
     ref = without_pixels(datasets[0])
-    return PipelineResult(
+    return NotEvaluatedResult(
         study_instance_uid=str(ref.StudyInstanceUID),
         reference=ref,
         selection=SeriesSelection(series_instance_uid=None, candidates=()),
-        evaluated=False,
         reason_code=code,
         reason=reason,
         classification_model=model_info("classification"),
