@@ -2,14 +2,13 @@
 
 The slice is the spooled source instance (``Job.slice_sop_instance_uid``); the outline is the
 frame of the job's DICOM SEG that references that instance (Derivation Image Sequence, PS3.3
-C.7.6.16.2.6). The MR slice is windowed by percentiles: MR has no fixed window.
+C.7.6.16.2.6). The picture is the Secondary Capture's (same window, scale and outline).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,34 +17,23 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from scipy import ndimage
 from sqlalchemy.orm import Session
 
 from agent.errors import AgentError
+from pipeline.outputs.render import OUTLINE_RGB, render_slice
 from storage import jobs, queries
 from storage.models import Job
 from storage.spool import Spool
 
 logger = logging.getLogger(__name__)
 
-OUTLINE_RGB = (255, 200, 0)
 MIN_SIDE = 512
-WINDOW_PERCENTILES = (1.0, 99.0)
+
+__all__ = ["OUTLINE_RGB", "PreviewUnavailable", "job_preview", "render", "seg_frame_mask"]
 
 
 class PreviewUnavailable(AgentError):  # noqa: N818 - an expected answer (404), named for it
     """The job has no preview to show; ``message`` says why."""
-
-
-def window(image: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
-    """Map an image to 0..255 between its 1st and 99th percentiles."""
-    data = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = np.percentile(data, WINDOW_PERCENTILES)
-    if high <= low:
-        return np.zeros(data.shape, dtype=np.uint8)
-    scaled = (data - low) * (255.0 / (high - low))
-    out: npt.NDArray[np.uint8] = np.clip(scaled, 0, 255).astype(np.uint8)
-    return out
 
 
 def render(
@@ -54,19 +42,9 @@ def render(
     *,
     min_side: int = MIN_SIDE,
 ) -> bytes:
-    """PNG of ``image`` scaled up by a whole factor, with the border of ``mask`` drawn on it."""
-    if image.ndim != 2:
-        raise ValueError(f"a slice must be 2-D, not of shape {image.shape}")
-    rows, cols = image.shape
-    factor = max(1, math.ceil(min_side / max(rows, cols)))
-    gray = Image.fromarray(window(image)).resize(
-        (cols * factor, rows * factor), Image.Resampling.BILINEAR
-    )
-    rgb = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
-    if mask is not None and mask.any():
-        big = np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)) > 0
-        inner = ndimage.binary_erosion(big, iterations=max(1, factor // 2 + 1), border_value=0)
-        rgb[big & ~inner] = OUTLINE_RGB
+    """PNG of the slice with the liver outline, drawn as in the Secondary Capture
+    (:func:`pipeline.outputs.render.render_slice`: same window, scale and outline)."""
+    rgb = render_slice(image, mask if mask is not None and mask.any() else None, min_size=min_side)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()

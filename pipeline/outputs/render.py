@@ -66,6 +66,37 @@ def _fitting_font(draw: ImageDraw.ImageDraw, lines: Sequence[TextLine], width: i
         size = max(8, int(size * width / widest))
 
 
+def render_slice(
+    image: npt.NDArray[np.floating] | npt.NDArray[np.integer],
+    mask: npt.NDArray[np.bool_] | None,
+    *,
+    min_size: int = 512,
+) -> npt.NDArray[np.uint8]:
+    """A slice windowed (:func:`window_to_uint8`), scaled up by a whole factor until its larger
+    side is at least ``min_size``, with the outline of ``mask`` (if any) drawn on it.
+
+    The picture of the Secondary Capture and of the web preview (``agent.jobs.preview``).
+
+    Returns
+    -------
+    numpy.ndarray
+        RGB picture, uint8, shape (rows * f, columns * f, 3).
+    """
+    if image.ndim != 2 or (mask is not None and image.shape != mask.shape):
+        shape = None if mask is None else mask.shape
+        raise ValueError(f"image {image.shape} and mask {shape} must be equal 2-D shapes")
+    rows, cols = image.shape
+    factor = max(1, math.ceil(min_size / max(rows, cols)))
+    gray = Image.fromarray(window_to_uint8(np.asarray(image, dtype=np.float32))).resize(
+        (cols * factor, rows * factor), Image.Resampling.BILINEAR
+    )
+    rgb = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
+    if mask is not None:
+        big_mask = np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)) > 0
+        rgb[outline(big_mask, width=max(1, factor // 2 + 1))] = OUTLINE_RGB
+    return rgb
+
+
 def render_overlay(
     image: npt.NDArray[np.floating],
     mask: npt.NDArray[np.bool_],
@@ -91,27 +122,17 @@ def render_overlay(
     numpy.ndarray
         RGB picture, uint8, shape (rows * f + panel, columns * f, 3).
     """
-    if image.shape != mask.shape or image.ndim != 2:
-        raise ValueError(f"image {image.shape} and mask {mask.shape} must be equal 2-D shapes")
-    rows, cols = image.shape
-    factor = max(1, math.ceil(min_size / max(rows, cols)))
-    gray = Image.fromarray(window_to_uint8(image)).resize(
-        (cols * factor, rows * factor), Image.Resampling.BILINEAR
-    )
-    big_mask = np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)) > 0
-    rgb = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
-    rgb[outline(big_mask, width=max(1, factor // 2 + 1))] = OUTLINE_RGB
-
-    width = cols * factor
+    rgb = render_slice(image, mask, min_size=min_size)
+    rows_scaled, width = rgb.shape[:2]
     margin = max(4, width // 64)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     font = _fitting_font(probe, lines, width - 2 * margin)
     line_height = int(font.getbbox("Ag")[3]) + max(2, margin // 2)
     panel_height = 2 * margin + line_height * len(lines)
-    canvas = Image.new("RGB", (width, rows * factor + panel_height), (0, 0, 0))
+    canvas = Image.new("RGB", (width, rows_scaled + panel_height), (0, 0, 0))
     canvas.paste(Image.fromarray(rgb), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    y = rows * factor + margin
+    y = rows_scaled + margin
     for line in lines:
         draw.text((margin, y), line.text, fill=line.rgb, font=font)
         y += line_height
