@@ -1,6 +1,6 @@
 """DEMO classifier variants on held-out phantoms, through the DEMO segmentation's own masks.
 
-    .venv/bin/python bench/demo_classifier.py [--seg-model BUNDLE] [VARIANT ...]
+    .venv/bin/python -m bench.demo_classifier [--seg-model BUNDLE] [VARIANT ...]
 
 A VARIANT is a comma-separated list of DemoSettings fields, e.g. ``cls_input=96`` or
 ``cls_epochs=16,cls_lr=0.0005``; without any, the shipped settings. For each variant the
@@ -14,26 +14,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Run as a script, this folder comes first on sys.path and bench/pipeline.py would shadow the
-# ``pipeline`` package: put the repository root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from agent.settings import ModelSettings  # noqa: E402
-from pipeline.bundle import load_bundle  # noqa: E402
-from pipeline.caudate import caudate_index_of_mask  # noqa: E402
-from pipeline.inference import ClassificationModel, SegmentationModel  # noqa: E402
-from pipeline.phantoms import phantom_axial_t2  # noqa: E402
-from pipeline.training.demo import (  # noqa: E402
+from agent.settings import ModelSettings
+from pipeline.bundle import load_bundle
+from pipeline.caudate import caudate_index_of_mask
+from pipeline.inference import ClassificationModel, SegmentationModel
+from pipeline.phantoms import phantom_axial_t2
+from pipeline.training.demo import (
     DemoSettings,
     classification_phantoms,
     ensure_demo_bundles,

@@ -1,6 +1,6 @@
 """Time result encoding: SEG (36 frames, 256 and 512 matrix), SR and SC, built and written to bytes.
 
-    .venv/bin/python bench/encode.py [--repeat 7] [--pipeline] [--threads 2]
+    .venv/bin/python -m bench.encode [--repeat 7] [--pipeline] [--threads 2]
 
 Prints the median of several runs of each step and the first (cold) call of the process, which
 pays for highdicom loading its copy of the standard. Also times highdicom's SEG options
@@ -15,33 +15,26 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this folder comes first on sys.path and bench/pipeline.py would shadow the
-# ``pipeline`` package: put the repository root there instead.
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import highdicom as hd  # noqa: E402
-import numpy as np  # noqa: E402
-from pydicom.dataset import Dataset  # noqa: E402
-from pydicom.uid import (  # noqa: E402
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
 
-from pipeline.outputs import OutputOptions, build_outputs, build_sc, build_seg, build_sr  # noqa: E402
-from pipeline.outputs.seg import liver_segment_description  # noqa: E402
-from pipeline.types import PipelineResult  # noqa: E402
-from tests.pipeline.outputs.synthetic_mr import ellipse_mask, make_mr_series, make_result  # noqa: E402
+from pipeline.outputs import OutputOptions, build_outputs, build_sc, build_seg, build_sr
+from pipeline.outputs.seg import liver_segment_description
+from pipeline.types import PipelineResult
+from tests.pipeline.outputs.synthetic_mr import ellipse_mask, make_mr_series, make_result
 
 SLICES = 36
 
@@ -146,7 +139,6 @@ def seg_variants(result: PipelineResult) -> dict[str, Callable[[], Any]]:
 
 def pipeline_total(repeat: int, threads: int) -> tuple[float, PipelineResult]:
     """Median seconds of run_pipeline on a synthetic 36 x 256 x 256 study, and its last result."""
-    import importlib.util
     import tempfile
 
     import torch
@@ -155,16 +147,13 @@ def pipeline_total(repeat: int, threads: int) -> tuple[float, PipelineResult]:
     from pipeline.study import scan_study
 
     torch.set_num_threads(threads)
-    spec = importlib.util.spec_from_file_location("bench_pipeline", HERE / "pipeline.py")
-    assert spec is not None
-    assert spec.loader is not None
-    bench_pipeline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_pipeline)
+    from bench import pipeline_speed
+
     with tempfile.TemporaryDirectory(prefix="bench-encode-") as tmp:
         folder = Path(tmp)
         for k, ds in enumerate(make_mr_series(SLICES, 256, 256, spacing=380.0 / 256)):
             ds.save_as(folder / f"{k:03d}.dcm", enforce_file_format=True)
-        seg_path, cls_path = bench_pipeline.untrained_bundles(
+        seg_path, cls_path = pipeline_speed.untrained_bundles(
             folder / "bundles", 256, 224, "bfloat16"
         )
         models = Models.load(seg_path, cls_path, device="cpu")

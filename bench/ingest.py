@@ -3,7 +3,7 @@
 Also a pynetdicom SCP with a handler that does nothing (the floor of any pynetdicom receiver;
 it runs inside this process, which only waits for storescu meanwhile).
 
-    .venv/bin/python bench/ingest.py [--images 1000] [--size 256] [--parallel 4]
+    .venv/bin/python -m bench.ingest [--images 1000] [--size 256] [--parallel 4]
 
 Each receiver gets the same files, over one association and then over N parallel ones
 (N storescu processes), with a fresh storage folder each time. The agent runs with its
@@ -27,8 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydicom.uid import generate_uid
 

@@ -1,7 +1,7 @@
 """End-to-end latency with Orthanc: from the last instance the agent acknowledged to SEG + SR
 stored in Orthanc, and where the time goes.
 
-    .venv/bin/python bench/latency.py [--quiet 2 5] [--runs 5] [--seg-model S --cls-model C]
+    .venv/bin/python -m bench.latency [--quiet 2 5] [--runs 5] [--seg-model S --cls-model C]
 
 Orthanc (DICOMweb plugin, the agent as modality ``liveragent``) holds a 5-series phantom study
 (localizer, coronal T2, axial T2 of 36 x 256 x 256, DWI, ADC); it is sent to ``liver-agent
@@ -21,13 +21,10 @@ import datetime as dt
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 

@@ -6,9 +6,9 @@ and the floor, a bare forward pass of the segmentation network over the same num
 the bundle's input size and batch size plus the classifier over one slice (same device,
 precision and threads). Goal: pipeline total <= 1.3 x the floor.
 
-    .venv/bin/python bench/pipeline.py --threads 2            # demo bundle (built if missing)
-    .venv/bin/python bench/pipeline.py --untrained            # random weights, same networks
-    .venv/bin/python bench/pipeline.py --seg-model S --cls-model C
+    .venv/bin/python -m bench.pipeline_speed --threads 2            # demo bundle (built if missing)
+    .venv/bin/python -m bench.pipeline_speed --untrained            # random weights, same networks
+    .venv/bin/python -m bench.pipeline_speed --seg-model S --cls-model C
 """
 
 from __future__ import annotations
@@ -31,19 +31,15 @@ from typing import Any
 if "--omp-spin" not in sys.argv:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# ``pipeline`` package: put the repository root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import numpy.typing as npt
+import torch
 
-from pipeline.inference import ClassificationModel, SegmentationModel, autocast  # noqa: E402
-from pipeline.run import Models, PipelineOptions, run_pipeline  # noqa: E402
-from pipeline.study import scan_study  # noqa: E402
-from pipeline.types import LiverSegmentation, Volume  # noqa: E402
+from pipeline.inference import ClassificationModel, SegmentationModel, autocast
+from pipeline.run import Models, PipelineOptions, run_pipeline
+from pipeline.study import scan_study
+from pipeline.types import LiverSegmentation, Volume
 
 ROLES = ("localizer", "cor_t2", "ax_t2", "dwi", "adc")
 STAGES = ("select", "load", "segment", "localise", "classify")
