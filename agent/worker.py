@@ -26,7 +26,7 @@ from storage.models import EventKind, Job, Output, OutputKind
 from storage.spool import Spool
 
 if TYPE_CHECKING:
-    from pipeline.types import PipelineResult
+    from pipeline.results import PipelineResult
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Worker:
             The networks could not be loaded.
         """
         from pipeline.run import PipelineOptions, run_pipeline
-        from pipeline.study import scan_study
+        from pipeline.study_headers import scan_study
 
         with self.sessions() as session:
             paths = [

@@ -33,7 +33,7 @@ from pydicom.uid import (
 
 from pipeline.outputs import OutputOptions, build_outputs, build_sc, build_seg, build_sr
 from pipeline.outputs.seg import liver_segment_description
-from pipeline.types import PipelineResult
+from pipeline.results import PipelineResult
 from tests.pipeline.outputs.synthetic_mr import ellipse_mask, make_mr_series, make_result
 
 SLICES = 36
@@ -144,7 +144,7 @@ def pipeline_total(repeat: int, threads: int) -> tuple[float, PipelineResult]:
     import torch
 
     from pipeline.run import Models, run_pipeline
-    from pipeline.study import scan_study
+    from pipeline.study_headers import scan_study
 
     torch.set_num_threads(threads)
     from bench import pipeline_speed

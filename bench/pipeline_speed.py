@@ -37,9 +37,9 @@ import numpy.typing as npt
 import torch
 
 from pipeline.inference import ClassificationModel, SegmentationModel, autocast
+from pipeline.results import LiverSegmentation, Volume
 from pipeline.run import Models, PipelineOptions, run_pipeline
-from pipeline.study import scan_study
-from pipeline.types import LiverSegmentation, Volume
+from pipeline.study_headers import scan_study
 
 ROLES = ("localizer", "cor_t2", "ax_t2", "dwi", "adc")
 STAGES = ("select", "load", "segment", "localise", "classify")

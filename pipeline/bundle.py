@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.errors import BundleError
 from pipeline.networks import ARCHITECTURES, build_network
-from pipeline.types import ModelInfo
+from pipeline.results import ModelInfo
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import NotEvaluatedError
-from pipeline.types import CaudateSlice, LiverSegmentation, Volume
+from pipeline.results import CaudateSlice, LiverSegmentation, Volume
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pipeline.preprocess import (
     scale_to_unit,
     with_context,
 )
-from pipeline.types import Classification, LiverSegmentation, ModelInfo, Volume
+from pipeline.results import Classification, LiverSegmentation, ModelInfo, Volume
 
 logger = logging.getLogger(__name__)
 

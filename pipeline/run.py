@@ -14,9 +14,7 @@ from pipeline.bundle import load_bundle
 from pipeline.caudate import DEFAULT_FRACTION, caudate_slice
 from pipeline.errors import NotEvaluatedError
 from pipeline.inference import ClassificationModel, SegmentationModel
-from pipeline.selection import load_rules, select_t2_series
-from pipeline.study import StudyHeaders
-from pipeline.types import (
+from pipeline.results import (
     CaudateSlice,
     Classification,
     EvaluatedResult,
@@ -27,6 +25,8 @@ from pipeline.types import (
     SeriesSelection,
     Volume,
 )
+from pipeline.selection import load_rules, select_t2_series
+from pipeline.study_headers import StudyHeaders
 from pipeline.volume import load_volume
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def run_pipeline(
     Parameters
     ----------
     study
-        Headers of the study's files (:func:`pipeline.study.scan_study`).
+        Headers of the study's files (:func:`pipeline.study_headers.scan_study`).
     models
         The loaded networks.
     options
@@ -92,8 +92,8 @@ def run_pipeline(
     Returns
     -------
     PipelineResult
-        :class:`~pipeline.types.EvaluatedResult` with every stage's result; or
-        :class:`~pipeline.types.NotEvaluatedResult` with ``reason_code``/``reason`` from the
+        :class:`~pipeline.results.EvaluatedResult` with every stage's result; or
+        :class:`~pipeline.results.NotEvaluatedResult` with ``reason_code``/``reason`` from the
         stage that found the study cannot be evaluated (``no_axial_t2`` when no series
         is eligible, ``liver_not_covered``, ``inconsistent_geometry``, ...) and whatever was
         computed before it.

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from pipeline.errors import NotEvaluatedError
 from pipeline.pixel_data import read_stored_values, without_pixel_data
-from pipeline.types import Volume
+from pipeline.results import Volume
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ ENHANCED_SOP_CLASSES = frozenset(
 
 
 class SeriesFiles(Protocol):
-    """What :func:`load_volume` needs of a series (``pipeline.study.SeriesHeaders`` has it)."""
+    """What :func:`load_volume` needs of a series (``study_headers.SeriesHeaders`` has it)."""
 
     @property
     def series_instance_uid(self) -> str: ...

@@ -105,7 +105,7 @@ def run_study(
     from pipeline.errors import NotEvaluatedError, PipelineError
     from pipeline.outputs import OutputOptions, build_outputs, write_outputs
     from pipeline.run import Models, PipelineOptions, result_to_json, run_pipeline
-    from pipeline.study import scan_study
+    from pipeline.study_headers import scan_study
 
     try:
         started = time.perf_counter()

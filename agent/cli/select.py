@@ -18,9 +18,9 @@ from agent.cli._common import (
     settings_or_exit,
 )
 from pipeline.errors import PipelineError
+from pipeline.results import SeriesSelection
 from pipeline.selection import load_rules, select_t2_series
-from pipeline.study import StudyHeaders, scan_study
-from pipeline.types import SeriesSelection
+from pipeline.study_headers import StudyHeaders, scan_study
 
 RulesOption = Annotated[
     Path | None,

@@ -12,7 +12,7 @@ from storage.models import OutputKind
 
 if TYPE_CHECKING:
     from pipeline.outputs import ResultObject
-    from pipeline.types import PipelineResult
+    from pipeline.results import PipelineResult
 
 
 @dataclass(frozen=True)

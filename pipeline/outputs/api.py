@@ -18,7 +18,7 @@ from pipeline.outputs.not_evaluated import build_not_evaluated_sr
 from pipeline.outputs.sc import build_sc
 from pipeline.outputs.seg import build_seg
 from pipeline.outputs.sr import build_sr
-from pipeline.types import PipelineResult
+from pipeline.results import PipelineResult
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from pipeline.errors import PipelineError
-from pipeline.types import ModelInfo
+from pipeline.results import ModelInfo
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from pipeline.outputs.text import (
     models_sentence,
     text_item,
 )
-from pipeline.types import ModelInfo, NotEvaluatedResult
+from pipeline.results import ModelInfo, NotEvaluatedResult
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pipeline.outputs.common import (
 )
 from pipeline.outputs.render import RED, YELLOW, TextLine, render_overlay
 from pipeline.outputs.text import finding_sentence, model_sentence, slice_sentence
-from pipeline.types import EvaluatedResult
+from pipeline.results import EvaluatedResult
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pipeline.outputs.common import (
     stamp_identity,
     with_patient_study,
 )
-from pipeline.types import EvaluatedResult, ModelInfo
+from pipeline.results import EvaluatedResult, ModelInfo
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from pipeline.outputs.text import (
     slice_sentence,
     text_item,
 )
-from pipeline.types import Classification, EvaluatedResult, ModelInfo
+from pipeline.results import Classification, EvaluatedResult, ModelInfo
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from pipeline.outputs.common import MANUFACTURER, device_serial_number, device_uid, model_name
-from pipeline.types import Classification, ModelInfo
+from pipeline.results import Classification, ModelInfo
 
 #: TID 1500 row 12: container of free-text / coded qualitative evaluations of the whole report.
 QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept(

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from pipeline.selection.rules import Thresholds
-from pipeline.study import SeriesHeaders, header_value
+from pipeline.study_headers import SeriesHeaders, header_value
 
 logger = logging.getLogger(__name__)
 

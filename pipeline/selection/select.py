@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from pipeline.results import SeriesCandidate, SeriesSelection
 from pipeline.selection.checks import run_checks
 from pipeline.selection.features import SeriesFeatures, series_features
 from pipeline.selection.rules import SelectionRules, load_rules
-from pipeline.study import StudyHeaders
-from pipeline.types import SeriesCandidate, SeriesSelection
+from pipeline.study_headers import StudyHeaders
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def select_t2_series(study: StudyHeaders, rules: SelectionRules | None = None) -
     Parameters
     ----------
     study
-        Headers of the study (:func:`pipeline.study.scan_study`).
+        Headers of the study (:func:`pipeline.study_headers.scan_study`).
     rules
         Selection rules; None for the shipped defaults.
 

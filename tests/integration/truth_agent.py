@@ -44,7 +44,7 @@ class TruthSegmentation:
         self.info = network.info
 
     def predict(self, volume: Any) -> Any:
-        from pipeline.types import LiverSegmentation
+        from pipeline.results import LiverSegmentation
 
         file = self.masks / f"{volume.series_instance_uid}.npy"
         if not file.is_file():

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 from pipeline.caudate import caudate_slice, liver_extent
 from pipeline.errors import NotEvaluatedError
-from pipeline.types import LiverSegmentation, Volume
+from pipeline.results import LiverSegmentation, Volume
 
 CHAOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "chaos-t2spir"
 

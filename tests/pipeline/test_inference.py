@@ -23,7 +23,7 @@ from pipeline.preprocess import (
     normalise_channels,
     scale_to_unit,
 )
-from pipeline.types import Volume
+from pipeline.results import Volume
 from tests.pipeline.test_bundle import manifest_fields
 
 

@@ -16,9 +16,9 @@ from pipeline.bundle import save_bundle
 from pipeline.errors import PipelineError
 from pipeline.networks import RESNET50, UNET_RESNET34, build_network
 from pipeline.phantoms import PhantomStudy, generate_study
+from pipeline.results import Classification, LiverSegmentation, ModelInfo, Volume
 from pipeline.run import STAGES, Models, PipelineOptions, result_to_json, run_pipeline
-from pipeline.study import scan_study
-from pipeline.types import Classification, LiverSegmentation, ModelInfo, Volume
+from pipeline.study_headers import scan_study
 from tests.pipeline.test_bundle import manifest_fields
 
 FIVE_ROLES = ("localizer", "cor_t2", "ax_t2", "dwi", "adc")

@@ -14,10 +14,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from pipeline.results import SeriesCandidate, SeriesSelection
 from pipeline.selection import load_rules, select_t2_series, series_features
 from pipeline.selection.features import normalise_text, orientation_of
-from pipeline.study import scan_study
-from pipeline.types import SeriesCandidate, SeriesSelection
+from pipeline.study_headers import scan_study
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.phantoms import ALL_ROLES, VENDORS, PhantomStudy, Vendor, generate_study
+from pipeline.results import SeriesCandidate, SeriesSelection
 from pipeline.selection import select_t2_series
-from pipeline.study import scan_study
-from pipeline.types import SeriesCandidate, SeriesSelection
+from pipeline.study_headers import scan_study
 
 # Role -> words of which at least one must appear in a rejection reason of that series.
 REJECTED_BECAUSE: dict[str, tuple[str, ...]] = {

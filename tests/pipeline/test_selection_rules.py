@@ -14,7 +14,7 @@ from pipeline.selection import DEFAULT_RULES_FILE, SelectionRules, load_rules, s
 from pipeline.selection.checks import CHECKS
 from pipeline.selection.features import normalise_text
 from pipeline.selection.rules import Checks
-from pipeline.study import scan_study
+from pipeline.study_headers import scan_study
 
 
 def two_axial_t2(folder: Path) -> tuple[Written, Written, Written]:

@@ -19,7 +19,7 @@ from test_selection_headers import (
     write_series,
 )
 
-from pipeline.types import SeriesSelection
+from pipeline.results import SeriesSelection
 
 # role -> words one of the rejection reasons must contain
 Distractors = dict[str, tuple[str, ...]]

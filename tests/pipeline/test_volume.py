@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 
 from pipeline.errors import NotEvaluatedError
-from pipeline.types import Volume
+from pipeline.results import Volume
 from pipeline.volume import load_volume
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -35,7 +35,7 @@ AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 @dataclass(frozen=True)
 class SeriesStub:
-    """The fields of pipeline.study.SeriesHeaders that load_volume reads."""
+    """The fields of pipeline.study_headers.SeriesHeaders that load_volume reads."""
 
     series_instance_uid: str
     headers: tuple[Dataset, ...]
@@ -348,7 +348,7 @@ def plain_phantom_volume(tmp_path_factory: pytest.TempPathFactory) -> npt.NDArra
 
 def _phantom_ax_t2(folder: Path, syntax: str) -> Volume:
     from pipeline.phantoms import generate_study
-    from pipeline.study import scan_study
+    from pipeline.study_headers import scan_study
 
     phantom = generate_study(folder, cirrhotic=False, seed=3, roles=("ax_t2",), axial_t2_slices=10,
                              matrix=64, vendor="ge", transfer_syntax=syntax)  # fmt: skip
@@ -380,7 +380,7 @@ def test_phantom_series_of_each_vendor_equals_the_phantom_volume(
     tmp_path: Path, vendor: str
 ) -> None:
     from pipeline.phantoms import generate_study, phantom_axial_t2
-    from pipeline.study import scan_study
+    from pipeline.study_headers import scan_study
 
     phantom = generate_study(tmp_path, cirrhotic=True, seed=7, vendor=vendor,  # type: ignore[arg-type]
                              roles=("ax_t2",), axial_t2_slices=12, matrix=64)  # fmt: skip

@@ -6,7 +6,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from pipeline.types import (
+from pipeline.results import (
     CaudateSlice,
     Classification,
     EvaluatedResult,

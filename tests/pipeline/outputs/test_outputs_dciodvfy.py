@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from pipeline.outputs import OutputOptions, build_outputs, write_outputs
-from pipeline.types import PipelineResult
+from pipeline.results import PipelineResult
 from tests.pipeline.outputs.synthetic_mr import (
     ellipse_mask,
     make_mr_series,

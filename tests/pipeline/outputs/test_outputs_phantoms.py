@@ -12,7 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless
 
 from pipeline.outputs import OutputOptions, build_outputs, write_outputs
 from pipeline.phantoms import VENDORS, Vendor, generate_study
-from pipeline.study import scan_study
+from pipeline.study_headers import scan_study
 from pipeline.volume import load_volume
 from tests.pipeline.outputs.synthetic_mr import result_for_volume
 from tests.pipeline.outputs.validation import assert_valid

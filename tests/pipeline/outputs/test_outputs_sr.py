@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from pipeline.outputs import OutputOptions, build_outputs, write_outputs
-from pipeline.types import PipelineResult
+from pipeline.results import PipelineResult
 from tests.pipeline.outputs.synthetic_mr import make_mr_series, make_result
 
 

@@ -12,7 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from test_selection_headers import CORONAL, write_series
 
 from pipeline.errors import NotEvaluatedError, PipelineError
-from pipeline.study import scan_study
+from pipeline.study_headers import scan_study
 
 
 def test_series_are_grouped_and_sorted(tmp_path: Path) -> None:
