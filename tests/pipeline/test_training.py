@@ -120,6 +120,7 @@ def test_chaos_liver_lies_on_the_image_left() -> None:
     assert case.pixel_spacing == (1.25, 1.25)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_seg_cli_beats_trivial_baseline(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_chaos_style(data, [1, 2, 3, 4])
@@ -174,6 +175,7 @@ def test_train_and_evaluate_seg_cli_beats_trivial_baseline(tmp_path: Path) -> No
     assert list(json.loads(result.output)["dice"]) == training.split.test
 
 
+@pytest.mark.slow
 def test_freeze_encoder_keeps_imagenet_weights(tmp_path: Path) -> None:
     torch.manual_seed(5)
     file_state = torchvision.models.resnet34(weights=None).state_dict()
@@ -236,6 +238,7 @@ def cls_cases(count: int, seed: int = 0, size: int = 48) -> list[ClsCase]:
     return cases
 
 
+@pytest.mark.slow
 def test_train_cls_and_evaluate_cls_json(tmp_path: Path) -> None:
     data = tmp_path / "cls"
     data.mkdir()
