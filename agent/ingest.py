@@ -23,7 +23,7 @@ from agent.dicom_status import StoreStatus
 from agent.errors import IngestError
 from agent.metrics import Metrics
 from storage import queries
-from storage.models import AssociationStatus
+from storage.models import AssociationStatus, IngestProtocol
 from storage.spool import InvalidUIDError, Spool, StagedFile, validate_uid
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,9 @@ class Ingestor:
 
     # associations -------------------------------------------------------------------------
 
-    def begin(self, *, calling_ae: str, called_ae: str, peer_host: str, protocol: str) -> int:
+    def begin(
+        self, *, calling_ae: str, called_ae: str, peer_host: str, protocol: IngestProtocol
+    ) -> int:
         """Record an association (or STOW request) that brings instances; return its id."""
         with self.sessions.begin() as session:
             return queries.open_association(
@@ -151,7 +153,7 @@ class Ingestor:
         *,
         association_id: int | None,
         source_ae: str | None,
-        protocol: str = "dimse",
+        protocol: IngestProtocol = IngestProtocol.DIMSE,
         expected_sop_class_uid: str | None = None,
         expected_sop_instance_uid: str | None = None,
     ) -> Received:
@@ -192,7 +194,7 @@ class Ingestor:
         *,
         association_id: int | None,
         source_ae: str | None,
-        protocol: str,
+        protocol: IngestProtocol,
         expected_sop_class_uid: str | None,
         expected_sop_instance_uid: str | None,
     ) -> Received:

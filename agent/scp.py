@@ -20,7 +20,7 @@ from agent.errors import IngestError
 from agent.ingest import Ingestor
 from agent.metrics import Metrics
 from agent.settings import DicomSettings
-from storage.models import AssociationStatus
+from storage.models import AssociationStatus, IngestProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class StorageSCP:
             calling_ae=str(assoc.requestor.ae_title).strip(),
             called_ae=str(assoc.acceptor.ae_title).strip(),
             peer_host=str(assoc.requestor.address),
-            protocol="dimse",
+            protocol=IngestProtocol.DIMSE,
         )
         with self._lock:
             self._assoc_ids[key] = new_id
@@ -147,7 +147,7 @@ class StorageSCP:
                 event.encoded_dataset(include_meta=True),
                 association_id=association_id,
                 source_ae=str(assoc.requestor.ae_title).strip(),
-                protocol="dimse",
+                protocol=IngestProtocol.DIMSE,
                 expected_sop_class_uid=str(request.AffectedSOPClassUID),
                 expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
             )

@@ -100,6 +100,13 @@ class JobStatus(StrEnum):
 _FINAL_JOB = {JobStatus.DONE, JobStatus.NOT_EVALUATED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
+class IngestProtocol(StrEnum):
+    """How an instance or association came in (``Association.protocol``, metric label)."""
+
+    DIMSE = "dimse"
+    STOW = "stow"
+
+
 class EventKind(StrEnum):
     """Kinds of entries on a job's timeline (``JobEvent.kind``)."""
 

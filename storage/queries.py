@@ -18,6 +18,7 @@ from storage.models import (
     Association,
     AssociationStatus,
     EventKind,
+    IngestProtocol,
     Instance,
     Job,
     JobStatus,
@@ -52,7 +53,12 @@ class InstanceRecord:
 
 
 def open_association(
-    session: Session, *, calling_ae: str, called_ae: str, peer_host: str, protocol: str = "dimse"
+    session: Session,
+    *,
+    calling_ae: str,
+    called_ae: str,
+    peer_host: str,
+    protocol: IngestProtocol = IngestProtocol.DIMSE,
 ) -> int:
     assoc = Association(
         calling_ae=calling_ae, called_ae=called_ae, peer_host=peer_host, protocol=protocol

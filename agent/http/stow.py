@@ -27,7 +27,7 @@ from agent.dicom_status import StoreStatus
 from agent.errors import IngestError
 from agent.http.deps import CtxDep, require_token
 from agent.http.multipart import MultipartError, MultipartParser, Part, parse_content_type
-from storage.models import AssociationStatus
+from storage.models import AssociationStatus, IngestProtocol
 from storage.spool import InvalidUIDError, validate_uid
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def store_part(
             content,
             association_id=association_id,
             source_ae=STOW_CALLING_AE,
-            protocol="stow",
+            protocol=IngestProtocol.STOW,
         )
     except IngestError as err:
         outcome.failed.append((class_uid, instance_uid, err.status))
@@ -184,7 +184,7 @@ async def _store(request: Request, ctx: AgentContext, study: str | None) -> Resp
             calling_ae=STOW_CALLING_AE,
             called_ae=ctx.settings.dicom.ae_title,
             peer_host=peer[:64],
-            protocol="stow",
+            protocol=IngestProtocol.STOW,
         )
     )
     parser = MultipartParser(boundary)
