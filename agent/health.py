@@ -5,11 +5,10 @@ from __future__ import annotations
 import shutil
 
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.context import AgentContext
-from storage.db import current_revision, head_revision
+from storage.db import current_revision, head_revision, ping
 
 
 class Check(BaseModel):
@@ -30,8 +29,7 @@ class Readiness(BaseModel):
 def check_database(ctx: AgentContext) -> Check:
     """The database answers and its schema is at the migration head."""
     try:
-        with ctx.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        ping(ctx.engine)
         revision = current_revision(ctx.engine)
     except SQLAlchemyError as err:
         return Check(name="database", ok=False, detail=f"unreachable: {type(err).__name__}")

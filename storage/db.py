@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,6 +77,12 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def ping(engine: Engine) -> None:
+    """Run ``SELECT 1``; raises the driver's error (wrapped by SQLAlchemy) when unreachable."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -27,7 +27,7 @@ from agent.http.deps import (
     require_token,
 )
 from agent.jobs.filters import FilterError, JobQuery
-from agent.jobs.lifecycle import JobAction
+from agent.jobs.lifecycle import JobAction, admin_actions_for
 from agent.jobs.summaries import JobDetail, job_detail
 from storage.models import JobStatus
 
@@ -238,6 +238,7 @@ def _job_context(detail: JobDetail) -> dict[str, Any]:
         key=lambda c: (c["series_instance_uid"] != chosen, -float(c["score"] or 0.0)),
     )
     total = sum(s.seconds for s in detail.stages if s.stage != "total") or 1.0
+    offered = admin_actions_for(JobStatus(detail.status))
     return {
         "job": detail,
         "chosen_series": chosen,
@@ -248,8 +249,8 @@ def _job_context(detail: JobDetail) -> dict[str, Any]:
         "classification_mode": details.get("classification_mode"),
         "threshold": details.get("threshold"),
         "final": JobStatus(detail.status).is_final,
-        "can_retry": detail.status not in (JobStatus.QUEUED, JobStatus.RUNNING),
-        "can_cancel": not JobStatus(detail.status).is_final,
+        "can_retry": JobAction.RETRY in offered,
+        "can_cancel": JobAction.CANCEL in offered,
         "refresh_seconds": REFRESH_SECONDS,
     }
 

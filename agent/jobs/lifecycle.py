@@ -301,6 +301,13 @@ ADMIN_ACTIONS = {JobAction.RETRY: retry, JobAction.CANCEL: cancel}
 """What ``jobs retry|cancel`` (CLI) and ``POST /api/jobs/{id}/retry|cancel`` (HTTP) run."""
 
 
+def admin_actions_for(status: JobStatus) -> frozenset[JobAction]:
+    """The admin actions the table allows from ``status`` (what the web page offers)."""
+    return frozenset(
+        action for action, current, _ in ALLOWED if current == status and action in ADMIN_ACTIONS
+    )
+
+
 class JobNotFoundError(AgentError):
     """No job with that id (code ``job_not_found``)."""
 

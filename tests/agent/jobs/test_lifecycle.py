@@ -227,3 +227,10 @@ def test_perform_knows_only_admin_actions_and_existing_jobs(
         with pytest.raises(JobTransitionError) as err:
             lifecycle.perform(session, job_id, JobAction.CLAIM)
         assert err.value.code == "not_an_admin_action"
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_the_web_page_offers_what_the_table_allows(status: JobStatus) -> None:
+    offered = lifecycle.admin_actions_for(status)
+    assert (JobAction.RETRY in offered) == (status not in (S.QUEUED, S.RUNNING))
+    assert (JobAction.CANCEL in offered) == (not status.is_final)
