@@ -206,6 +206,7 @@ def bundle_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"seg": seg.path, "cls": cls.path}
 
 
+@pytest.mark.slow
 def test_real_bundles_through_models_load(
     phantom: PhantomStudy, bundle_paths: dict[str, Path]
 ) -> None:
