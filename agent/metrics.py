@@ -35,7 +35,7 @@ class Metrics:
         )
         self.associations_rejected = Counter(
             "liver_agent_associations_rejected",
-            "Associations rejected (allow-list, called AE)",
+            "Associations rejected (allow-list, called AE) or closed unfinished (too slow)",
             ["reason"],
             registry=r,
         )

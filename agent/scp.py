@@ -15,6 +15,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from agent.association_guard import NegotiationGuard
 from agent.dicom_status import AssociationReject, StoreStatus
 from agent.errors import IngestError
 from agent.ingest import Ingestor
@@ -60,6 +61,13 @@ class StorageSCP:
         self._server: Any = None
         self._assoc_ids: dict[int, int] = {}
         self._lock = threading.Lock()
+        self.guard = NegotiationGuard(
+            settings.acse_timeout,
+            settings.network_timeout,
+            on_timeout=lambda _peer: metrics.associations_rejected.labels(
+                "negotiation_timeout"
+            ).inc(),
+        )
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -86,6 +94,9 @@ class StorageSCP:
 
     def start(self) -> None:
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, self._on_opened),
+            (evt.EVT_ACCEPTED, self._on_settled),
+            (evt.EVT_REJECTED, self._on_settled),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._on_released),
@@ -103,8 +114,15 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        self.guard.close()
 
     # handlers -------------------------------------------------------------------------------
+
+    def _on_opened(self, event: evt.Event) -> None:
+        self.guard.opened(event.assoc)
+
+    def _on_settled(self, event: evt.Event) -> None:
+        self.guard.settled(event.assoc)
 
     def _on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -170,4 +188,5 @@ class StorageSCP:
 
     def _on_closed(self, event: evt.Event) -> None:
         # connection closed without release or abort (peer vanished)
+        self.guard.settled(event.assoc)
         self._finish(event.assoc, AssociationStatus.ABORTED)
