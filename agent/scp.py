@@ -10,6 +10,7 @@ import logging
 import threading
 from typing import Any, cast
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -34,6 +35,15 @@ def caller_allowed(settings: DicomSettings, calling_ae: str, host: str) -> bool:
         entry.ae_title == calling_ae and (entry.host is None or entry.host == host)
         for entry in settings.allowed_callers
     )
+
+
+def failure_response(err: IngestError) -> Dataset:
+    """The C-STORE response for a refused instance: its status, and its machine code and
+    reason as Error Comment (0000,0902; LO, at most 64 characters; PS3.7 C.4.2.1.4)."""
+    response = Dataset()
+    response.Status = int(err.status)
+    response.ErrorComment = f"{err.code}: {err.message}"[:64].replace("\\", "/")
+    return response
 
 
 class StorageSCP:
@@ -156,7 +166,7 @@ class StorageSCP:
             self._assoc_ids[key] = new_id
         return new_id
 
-    def _on_store(self, event: evt.Event) -> int:
+    def _on_store(self, event: evt.Event) -> int | Dataset:
         assoc = event.assoc
         request = cast(C_STORE, event.request)
         try:
@@ -170,7 +180,7 @@ class StorageSCP:
                 expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
             )
         except IngestError as err:
-            return int(err.status)
+            return failure_response(err)
         return int(StoreStatus.SUCCESS)
 
     def _finish(self, assoc: Association, status: AssociationStatus) -> None:

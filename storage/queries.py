@@ -48,6 +48,21 @@ class InstanceRecord:
     series_description: str | None = None
 
 
+class SeriesInOtherStudyError(ValueError):
+    """An instance names a Series Instance UID that the database holds under another study.
+
+    A series belongs to exactly one study (PS3.3 C.7.3.1: the Series Instance UID identifies
+    it uniquely), so the instance is refused rather than filed under either study.
+    """
+
+    def __init__(self, series_instance_uid: str, study_instance_uid: str) -> None:
+        self.series_instance_uid = series_instance_uid
+        self.study_instance_uid = study_instance_uid
+        super().__init__(
+            f"series {series_instance_uid} belongs to another study than {study_instance_uid}"
+        )
+
+
 # --- associations -------------------------------------------------------------------------
 
 
@@ -92,6 +107,18 @@ def instance_file(session: Session, sop_instance_uid: str) -> tuple[str, int] | 
     """Spool-relative path and size of a recorded instance, or None."""
     row = session.execute(_INSTANCE_FILE, {"uid": sop_instance_uid}).first()
     return None if row is None else (row[0], int(row[1]))
+
+
+_SERIES_STUDY = (
+    select(Study.study_instance_uid)
+    .join(Series, Series.study_id == Study.id)
+    .where(Series.series_instance_uid == bindparam("uid"))
+)
+
+
+def study_of_series(session: Session, series_instance_uid: str) -> str | None:
+    """The Study Instance UID a recorded series belongs to, or None if it is unknown."""
+    return session.scalar(_SERIES_STUDY, {"uid": series_instance_uid})
 
 
 def instance_exists(session: Session, sop_instance_uid: str) -> bool:
@@ -180,7 +207,8 @@ def record_instance(
     """Insert the instance, creating or updating its study and series rows.
 
     A study that was complete goes back to ``receiving``: when it completes again a new job
-    version is made. Raises ``IntegrityError`` if the SOP Instance UID exists already.
+    version is made. Raises ``IntegrityError`` if the SOP Instance UID exists already, and
+    :class:`SeriesInOtherStudyError` if the series is recorded under another study.
     """
     now = utcnow()
     study_id = session.scalar(_STUDY_ID, {"uid": record.study_instance_uid})
@@ -208,10 +236,7 @@ def record_instance(
             },
         )
     elif series_row.study_id != study_id:
-        raise ValueError(
-            f"series {record.series_instance_uid} belongs to another study than "
-            f"{record.study_instance_uid}"
-        )
+        raise SeriesInOtherStudyError(record.series_instance_uid, record.study_instance_uid)
     else:
         series_id = series_row.id
     session.execute(
