@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.errors import ExportError
 from agent.jobs import lifecycle
+from agent.masking import mask_url_password
 from agent.metrics import Metrics
 from agent.settings import Destination, Settings
 from storage import jobs
@@ -91,7 +92,7 @@ def send_stow(destination: Destination, files: Sequence[Path]) -> list[str]:
         response = client.store_instances(datasets=datasets)
     except requests.RequestException as err:
         raise ExportError(
-            "stow_failed", f"STOW-RS to {destination.stow_url} failed: {err}"
+            "stow_failed", f"STOW-RS to {mask_url_password(destination.stow_url)} failed: {err}"
         ) from err
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:

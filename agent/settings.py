@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from agent.masking import mask_url_password
+
 CONFIG_ENV = "LIVER_AGENT_CONFIG"
 ENV_PREFIX = "LIVER_AGENT__"
 
@@ -399,5 +401,11 @@ def _check_yaml_file(path: Path) -> None:
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data with secrets shown as ``**********``."""
-    return settings.model_dump(mode="json")
+    """The effective settings as plain data with secrets shown as ``**********``: the
+    ``SecretStr`` fields, and passwords inside ``database.url`` and each ``stow_url``."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["database"]["url"] = mask_url_password(data["database"]["url"])
+    for destination in data["destinations"]:
+        if destination.get("stow_url"):
+            destination["stow_url"] = mask_url_password(destination["stow_url"])
+    return data
