@@ -267,9 +267,26 @@ class HttpSettings(_Group):
     @model_validator(mode="after")
     def _token_off_loopback(self) -> HttpSettings:
         problem = exposure_problem(self)
+        if problem is None and self.token is not None:
+            problem = token_problem(self.token.get_secret_value())
         if problem is not None:
             raise ValueError(problem)
         return self
+
+
+MIN_TOKEN_LENGTH = 8
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be the API token, or None. The one rule for a token, whether it
+    comes from the settings (checked when they load, so ``config check`` says what ``serve``
+    says) or from the token file; spaces around it do not count (they are stripped)."""
+    if len(token.strip()) < MIN_TOKEN_LENGTH:
+        return (
+            f"http.token must be at least {MIN_TOKEN_LENGTH} characters long "
+            "(spaces around it do not count)"
+        )
+    return None
 
 
 def is_loopback(host: str) -> bool:
