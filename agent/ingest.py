@@ -274,7 +274,6 @@ class Ingestor:
             self.metrics.instances_duplicate.labels(protocol).inc()
         else:
             self.metrics.instances_received.labels(protocol).inc()
-            self.metrics.spool_bytes.inc(staged.size)
         return Received(sop_uid, sop_class, study_uid, pending.duplicate, staged.size)
 
     def _check_series(self, series_uid: str, study_uid: str) -> None:

@@ -14,7 +14,7 @@ from agent.completion import complete_ready_studies
 from agent.context import open_context
 from agent.delivery import Deliverer
 from agent.jobs import lifecycle
-from agent.retention import clean_results
+from agent.retention import apply_retention
 from agent.scp import StorageSCP
 from agent.settings import Settings
 from agent.worker import Worker
@@ -133,7 +133,12 @@ class AgentService:
             coalesce=True,
         )
         self.scheduler.add_job(
-            lambda: clean_results(self.ctx.sessions, s.results.retention_days),
+            lambda: apply_retention(
+                self.ctx.sessions,
+                self.ctx.spool,
+                spool_days=s.spool.retention_days,
+                results_days=s.results.retention_days,
+            ),
             "interval",
             hours=1,
             id="retention",

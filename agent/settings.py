@@ -116,6 +116,12 @@ class SpoolSettings(_Group):
     min_free_mb: int = Field(
         default=512, ge=0, description="refuse C-STORE with 0xA700 below this much free disk"
     )
+    retention_days: float = Field(
+        default=1.0,
+        ge=0,
+        description="received images are deleted this long after every job of their study "
+        "is final (done, not_evaluated, failed, cancelled); never while a job needs them",
+    )
 
 
 class CompletionSettings(_Group):

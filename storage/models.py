@@ -114,6 +114,7 @@ class EventKind(StrEnum):
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
     RETRY = "retry"
+    SPOOL_DELETED = "spool_deleted"
 
 
 class OutputKind(StrEnum):

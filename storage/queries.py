@@ -395,3 +395,48 @@ def instance_paths(session: Session, study_id: int) -> list[str]:
             .order_by(Instance.id)
         ).all()
     )
+
+
+def spool_usage(session: Session) -> tuple[int, int]:
+    """Received instances the spool holds: (files, bytes), as recorded."""
+    row = session.execute(
+        select(func.count(Instance.id), func.coalesce(func.sum(Instance.size_bytes), 0))
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def studies_past_retention(session: Session, *, cutoff: dt.datetime) -> Sequence[int]:
+    """Studies whose received instances may be deleted: complete (no association open, nothing
+    arriving), nothing received since ``cutoff``, every job final and finished before
+    ``cutoff``, and some instance still recorded."""
+    unfinished = (
+        select(Job.id)
+        .where(
+            Job.study_id == Study.id,
+            or_(
+                ~Job.status.in_(_FINAL_STATUSES),
+                Job.finished_at.is_(None),
+                Job.finished_at >= cutoff,
+            ),
+        )
+        .exists()
+    )
+    has_job = select(Job.id).where(Job.study_id == Study.id).exists()
+    has_instance = (
+        select(Instance.id)
+        .join(Series, Series.id == Instance.series_id)
+        .where(Series.study_id == Study.id)
+        .exists()
+    )
+    return session.scalars(
+        select(Study.id).where(
+            Study.status == StudyStatus.COMPLETE,
+            Study.last_received_at < cutoff,
+            has_job,
+            ~unfinished,
+            has_instance,
+        )
+    ).all()
+
+
+_FINAL_STATUSES = [s for s in JobStatus if s.is_final]

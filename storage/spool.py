@@ -101,7 +101,11 @@ class Spool:
             new_dirs = []
         tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         size = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileNotFoundError:  # the folder was removed (retention) since we made it
+            new_dirs = _make_dirs(folder, self.root)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                 view = memoryview(chunk)
@@ -133,7 +137,11 @@ class Spool:
             _make_dirs(folder, self.root)
             self._known_dirs.add(folder)
         tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileNotFoundError:  # the folder was removed (retention) since we made it
+            _make_dirs(folder, self.root)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             view = memoryview(data)
             while view:
@@ -177,6 +185,15 @@ class Spool:
             return
         for future in [self._pool.submit(_fsync_path, t) for t in targets]:
             future.result()
+
+    def remove_empty_folders(self, folders: set[Path]) -> None:
+        """Remove these series folders and their study folders if they are empty."""
+        for folder in sorted(folders | {f.parent for f in folders}, key=lambda p: -len(p.parts)):
+            if folder == self.root or self.root not in folder.parents:
+                continue
+            self._known_dirs.discard(folder)
+            with contextlib.suppress(OSError):  # not empty (or gone): leave it
+                folder.rmdir()
 
     def remove_temporaries(self) -> int:
         """Delete temporary files left by a crash mid-write; return how many."""

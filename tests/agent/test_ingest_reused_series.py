@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
+from agent.context import AgentContext, open_context
 from agent.scp import StorageSCP
-from agent.service import AgentContext, open_context
 from agent.settings import load_settings
 from tests.factory import write_series
 from tests.integration.processes import acknowledged_files, free_port, storescu

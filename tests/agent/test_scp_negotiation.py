@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.context import AgentContext, open_context
 from agent.scp import StorageSCP
-from agent.service import AgentContext, open_context
 from agent.settings import load_settings
 from tests.integration.processes import ECHOSCU, dcmtk_env, free_port
 
