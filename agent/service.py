@@ -13,6 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agent.completion import complete_ready_studies
 from agent.context import open_context
 from agent.delivery import Deliverer
+from agent.delivery_lanes import DeliveryLanes
 from agent.jobs import lifecycle
 from agent.retention import apply_retention
 from agent.scp import StorageSCP
@@ -38,7 +39,10 @@ class AgentService:
         )
         self.ctx.ingestor.on_association_end = self._schedule_completion
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.deliverer = Deliverer(settings, self.ctx.sessions, self.ctx.metrics)
+        self.delivery_lanes = DeliveryLanes()
+        self.deliverer = Deliverer(
+            settings, self.ctx.sessions, self.ctx.metrics, lanes=self.delivery_lanes
+        )
         self._threads: list[threading.Thread] = []
         self.http: Any = None
 
@@ -181,6 +185,7 @@ class AgentService:
         self.stop_event.set()
         self.ctx.wake_workers.set()
         self.scheduler.shutdown(wait=False)
+        self.delivery_lanes.stop(timeout=2.0)  # an attempt in flight is left: pending at start
         if self.http is not None:
             self.http.stop()
         for thread in self._threads:

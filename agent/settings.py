@@ -257,6 +257,13 @@ class DeliverySettings(_Group):
         description="wait before each retry; after the last one the delivery is dead",
     )
     poll_seconds: float = Field(default=1.0, gt=0)
+    timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest wait of one delivery attempt for the destination (TCP connect, "
+        "association, each response or read); a destination that stays silent fails the "
+        "attempt after this, and other destinations never wait for it",
+    )
 
 
 class HttpSettings(_Group):

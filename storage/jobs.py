@@ -239,6 +239,19 @@ def due_deliveries(session: Session, *, now: dt.datetime) -> Sequence[int]:
     ).all()
 
 
+def due_deliveries_by_destination(
+    session: Session, *, now: dt.datetime
+) -> Sequence[tuple[int, str]]:
+    """(id, destination name) of pending deliveries whose next attempt time has come, oldest
+    first."""
+    rows = session.execute(
+        select(Delivery.id, Delivery.destination)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+    ).all()
+    return [(int(row[0]), str(row[1])) for row in rows]
+
+
 def claim_delivery(session: Session, delivery_id: int) -> bool:
     """Move a pending delivery to ``sending``; False when another sender had it first."""
     won = session.execute(
