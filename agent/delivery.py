@@ -165,6 +165,14 @@ class Deliverer:
             destination = self.settings.destination(delivery.destination)
             pending = [(item.id, item.output) for item in delivery.items if item.sent_at is None]
             job_id = delivery.job_id
+            newer = jobs.newer_version(session, job_id)
+        if newer is not None:  # the PACS gets only the newest version's results
+            with self.sessions.begin() as session:
+                finished = lifecycle.supersede_delivery(session, delivery_id, newer_job_id=newer)
+            logger.info("delivery %s cancelled: superseded by job %s", delivery_id, newer)
+            if finished is not None:
+                self.metrics.jobs_finished.labels(finished.value).inc()
+            return
         error: ExportError | None = None
         sent_uids: list[str] = []
         if destination is None:

@@ -39,6 +39,7 @@ class AgentService:
         )
         self.ctx.ingestor.on_association_end = self._schedule_completion
         self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.started_at = utcnow()  # restart grace: the stable rule counts from here
         self.delivery_lanes = DeliveryLanes()
         self.deliverer = Deliverer(
             settings, self.ctx.sessions, self.ctx.metrics, lanes=self.delivery_lanes
@@ -71,6 +72,7 @@ class AgentService:
             self.settings.completion,
             self.ctx.metrics,
             on_queued=self.ctx.wake_workers.set,
+            watching_since=self.started_at,
         )
 
     def _recover(self) -> None:
@@ -107,6 +109,7 @@ class AgentService:
             self.ctx.wake_workers.set()
 
     def start(self) -> None:
+        self.started_at = utcnow()
         self._recover()
         self.ctx.metrics.set_queue_depth_source(self._queue_depth)
         if self.settings.worker.threads > 0:

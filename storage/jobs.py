@@ -300,3 +300,14 @@ def seg_output_path(session: Session, job_id: int) -> str | None:
         .order_by(Output.id)
         .limit(1)
     )
+
+
+def newer_version(session: Session, job_id: int) -> int | None:
+    """The id of the newest job of the same study with a higher version, or None."""
+    job = session.get_one(Job, job_id)
+    return session.scalar(
+        select(Job.id)
+        .where(Job.study_id == job.study_id, Job.version > job.version)
+        .order_by(Job.version.desc())
+        .limit(1)
+    )

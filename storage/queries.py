@@ -271,12 +271,20 @@ def study_id_of(session: Session, study_instance_uid: str) -> int | None:
 
 
 def studies_ready(
-    session: Session, *, now: dt.datetime, quiet_seconds: float, stable_seconds: float
+    session: Session,
+    *,
+    now: dt.datetime,
+    quiet_seconds: float,
+    stable_seconds: float,
+    watching_since: dt.datetime | None = None,
 ) -> Sequence[int]:
     """Ids of receiving studies that meet the completion rule (DESIGN.md, data flow 2).
 
-    Complete when nothing arrived for ``quiet_seconds`` and no association that brought
-    instances of the study is still open, or when nothing arrived for ``stable_seconds``.
+    Complete when nothing arrived for ``quiet_seconds``, no association that brought instances
+    of the study is still open and the latest of them was released (an aborted one means the
+    sender may send again: more may come); or when nothing arrived for ``stable_seconds`` while
+    the agent was watching (``watching_since``, its start: after a restart the sender gets the
+    whole ``stable_seconds`` to resend, however old the last instance is).
     """
     open_assoc = (
         select(StudyAssociation.id)
@@ -287,17 +295,27 @@ def studies_ready(
         )
         .exists()
     )
+    latest_assoc = (
+        select(Association.status)
+        .join(StudyAssociation, StudyAssociation.association_id == Association.id)
+        .where(StudyAssociation.study_id == Study.id)
+        .order_by(Association.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     quiet_before = now - dt.timedelta(seconds=quiet_seconds)
     stable_before = now - dt.timedelta(seconds=stable_seconds)
+    quiet = (
+        (Study.last_received_at <= quiet_before)
+        & ~open_assoc
+        & or_(latest_assoc.is_(None), latest_assoc == AssociationStatus.RELEASED)
+    )
+    watched_long_enough = watching_since is None or watching_since <= stable_before
+    rules = [quiet, Study.last_received_at <= stable_before] if watched_long_enough else [quiet]
     return session.scalars(
         select(Study.id)
         .where(Study.status == StudyStatus.RECEIVING)
-        .where(
-            or_(
-                Study.last_received_at <= stable_before,
-                (Study.last_received_at <= quiet_before) & ~open_assoc,
-            )
-        )
+        .where(or_(*rules))
         .order_by(Study.last_received_at)
     ).all()
 
