@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -21,11 +22,15 @@ def complete_ready_studies(
     settings: CompletionSettings,
     metrics: Metrics,
     on_queued: Callable[[], None] | None = None,
+    *,
+    watching_since: dt.datetime | None = None,
 ) -> list[int]:
     """Queue a job for every study that meets the completion rule; return the job ids.
 
-    Rule (DESIGN.md, data flow 2): the associations that brought the study were released and
-    nothing arrived for ``quiet_seconds``, or nothing arrived for ``stable_seconds``.
+    Rule (DESIGN.md, data flow 2): the associations that brought the study were released (the
+    latest of them not aborted) and nothing arrived for ``quiet_seconds``, or nothing arrived
+    for ``stable_seconds`` since ``watching_since`` (the agent's start: a grace period for
+    senders to resend after a restart). See :func:`storage.queries.studies_ready`.
     """
     now = utcnow()
     created: list[int] = []
@@ -35,6 +40,7 @@ def complete_ready_studies(
             now=now,
             quiet_seconds=settings.quiet_seconds,
             stable_seconds=settings.stable_seconds,
+            watching_since=watching_since,
         )
     for study_id in ready:
         with sessions.begin() as session:

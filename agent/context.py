@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.ingest import Ingestor
 from agent.metrics import Metrics
 from agent.models import ModelProvider
+from agent.retention import spool_usage
 from agent.settings import Settings
 from storage.db import make_engine, make_sessionmaker, upgrade
 from storage.spool import Spool
@@ -42,6 +43,7 @@ def open_context(settings: Settings, *, migrate: bool = True) -> AgentContext:
     sessions = make_sessionmaker(engine)
     spool = Spool(settings.spool.path, flush=settings.spool.flush)
     metrics = Metrics()
+    metrics.set_spool_usage_source(lambda: spool_usage(sessions))
     ingestor = Ingestor(
         spool,
         sessions,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from pydicom import dcmread
@@ -14,8 +15,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.delivery_lanes import DeliveryLanes
 from agent.errors import ExportError
 from agent.jobs import lifecycle
+from agent.masking import mask_url_password
 from agent.metrics import Metrics
 from agent.settings import Destination, Settings
 from storage import jobs
@@ -27,8 +30,13 @@ _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
-def send_dimse(destination: Destination, files: Sequence[Path], *, calling_ae: str) -> list[str]:
+def send_dimse(
+    destination: Destination, files: Sequence[Path], *, calling_ae: str, timeout: float = 30.0
+) -> list[str]:
     """C-STORE the files to a DICOM node over one association; return the SOP UIDs sent.
+
+    ``timeout`` bounds the TCP connect, association negotiation, each DIMSE response and each
+    network read.
 
     Raises
     ------
@@ -39,7 +47,7 @@ def send_dimse(destination: Destination, files: Sequence[Path], *, calling_ae: s
         raise ExportError("destination_invalid", f"{destination.name} is not a DICOM node")
     datasets = [dcmread(path) for path in files]
     ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         syntaxes = sorted(
             {str(ds.file_meta.TransferSyntaxUID) for ds in datasets if ds.SOPClassUID == sop_class}
@@ -73,8 +81,14 @@ def send_dimse(destination: Destination, files: Sequence[Path], *, calling_ae: s
     return sent
 
 
-def send_stow(destination: Destination, files: Sequence[Path]) -> list[str]:
-    """STOW-RS the files (dicomweb-client); return the SOP UIDs stored."""
+def send_stow(
+    destination: Destination, files: Sequence[Path], *, timeout: float = 30.0
+) -> list[str]:
+    """STOW-RS the files (dicomweb-client); return the SOP UIDs stored.
+
+    One HTTP request: ``timeout`` is its connect and its read timeout, and the client's own
+    retries are off (the agent's retry schedule decides when to try again).
+    """
     import requests
     from dicomweb_client.api import DICOMwebClient
 
@@ -85,13 +99,14 @@ def send_stow(destination: Destination, files: Sequence[Path]) -> list[str]:
     elif destination.username is not None:
         password = destination.password.get_secret_value() if destination.password else ""
         session.auth = (destination.username, password)
-    client = DICOMwebClient(url=destination.stow_url, session=session)
+    client = DICOMwebClient(url=destination.stow_url, session=session, timeout=(timeout, timeout))
+    client.set_http_retry_params(retry=False)
     datasets: list[Dataset] = [dcmread(path) for path in files]
     try:
         response = client.store_instances(datasets=datasets)
     except requests.RequestException as err:
         raise ExportError(
-            "stow_failed", f"STOW-RS to {destination.stow_url} failed: {err}"
+            "stow_failed", f"STOW-RS to {mask_url_password(destination.stow_url)} failed: {err}"
         ) from err
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:
@@ -108,21 +123,35 @@ class Deliverer:
     """Sends due deliveries and records each attempt."""
 
     def __init__(
-        self, settings: Settings, sessions: sessionmaker[Session], metrics: Metrics
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        metrics: Metrics,
+        lanes: DeliveryLanes | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.metrics = metrics
+        #: where attempts run: a lane per destination (the service), or inline (None)
+        self.lanes = lanes
 
     def deliver_due(self) -> int:
-        """Attempt every delivery whose next attempt time has come; return how many."""
+        """Start every delivery whose next attempt time has come; return how many.
+
+        With lanes, each attempt is queued on its destination's lane and this returns at once;
+        without, the attempts run here, one after the other.
+        """
         with self.sessions() as session:
-            due = jobs.due_deliveries(session, now=utcnow())
+            due = jobs.due_deliveries_by_destination(session, now=utcnow())
         count = 0
-        for delivery_id in due:
-            if self._claim(delivery_id):
+        for delivery_id, destination in due:
+            if not self._claim(delivery_id):
+                continue
+            if self.lanes is None:
                 self.attempt(delivery_id)
-                count += 1
+            elif not self.lanes.submit(destination, partial(self.attempt, delivery_id)):
+                break  # stopping: the claimed delivery goes back to pending at the next start
+            count += 1
         return count
 
     def _claim(self, delivery_id: int) -> bool:
@@ -136,6 +165,14 @@ class Deliverer:
             destination = self.settings.destination(delivery.destination)
             pending = [(item.id, item.output) for item in delivery.items if item.sent_at is None]
             job_id = delivery.job_id
+            newer = jobs.newer_version(session, job_id)
+        if newer is not None:  # the PACS gets only the newest version's results
+            with self.sessions.begin() as session:
+                finished = lifecycle.supersede_delivery(session, delivery_id, newer_job_id=newer)
+            logger.info("delivery %s cancelled: superseded by job %s", delivery_id, newer)
+            if finished is not None:
+                self.metrics.jobs_finished.labels(finished.value).inc()
+            return
         error: ExportError | None = None
         sent_uids: list[str] = []
         if destination is None:
@@ -152,12 +189,16 @@ class Deliverer:
                 error = ExportError("output_missing", f"result files missing: {', '.join(missing)}")
             else:
                 try:
+                    timeout = self.settings.delivery.timeout_seconds
                     if destination.is_dimse:
                         sent_uids = send_dimse(
-                            destination, files, calling_ae=self.settings.dicom.ae_title
+                            destination,
+                            files,
+                            calling_ae=self.settings.dicom.ae_title,
+                            timeout=timeout,
                         )
                     else:
-                        sent_uids = send_stow(destination, files)
+                        sent_uids = send_stow(destination, files, timeout=timeout)
                 except ExportError as err:
                     error = err
                 except OSError as err:

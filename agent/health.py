@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.context import AgentContext
+from agent.retention import spool_usage
 from storage.db import current_revision, head_revision, ping
 
 
@@ -44,14 +45,19 @@ def check_database(ctx: AgentContext) -> Check:
 
 
 def check_spool(ctx: AgentContext) -> Check:
-    """The spool exists and has more free disk than ``spool.min_free_mb``."""
+    """The spool exists and has more free disk than ``spool.min_free_mb``; what it holds."""
     minimum = ctx.settings.spool.min_free_mb
     try:
         free_mb = shutil.disk_usage(ctx.spool.root).free // 2**20
     except OSError as err:
         return Check(name="spool", ok=False, detail=f"{ctx.spool.root}: {err.strerror}")
+    try:
+        files, used = spool_usage(ctx.sessions)
+        held = f"{files} files, {used / 2**20:.1f} MiB kept; "
+    except SQLAlchemyError:
+        held = ""  # the database check says why
     ok = free_mb >= minimum
-    detail = f"{free_mb} MiB free, minimum {minimum} MiB"
+    detail = f"{held}{free_mb} MiB free, minimum {minimum} MiB"
     return Check(name="spool", ok=ok, detail=detail if ok else f"{detail}: C-STORE is refused")
 
 

@@ -66,6 +66,9 @@ class _Pending:
     done: bool = False  # committed or failed: set by the leader under the condition's lock
     duplicate: bool = False
     error: IngestError | None = None
+    published: bool = False  # renamed into place
+    replaced: bool = False  # ... over a file that was there before (kept if this one fails)
+    stray: bool = False  # a duplicate whose recorded copy lives under another path
 
 
 class Ingestor:
@@ -231,6 +234,7 @@ class Ingestor:
         except InvalidUIDError as err:
             raise IngestError("invalid_uid", str(err), StoreStatus.CANNOT_UNDERSTAND) from err
 
+        self._check_series(uids["SeriesInstanceUID"], study_uid)
         if self._already_stored(sop_uid):
             self.metrics.instances_duplicate.labels(protocol).inc()
             logger.debug("duplicate instance %s acknowledged", sop_uid)
@@ -272,8 +276,15 @@ class Ingestor:
             self.metrics.instances_duplicate.labels(protocol).inc()
         else:
             self.metrics.instances_received.labels(protocol).inc()
-            self.metrics.spool_bytes.inc(staged.size)
         return Received(sop_uid, sop_class, study_uid, pending.duplicate, staged.size)
+
+    def _check_series(self, series_uid: str, study_uid: str) -> None:
+        """Refuse, before anything is written, a series the database holds under another study
+        (the same check runs again, race-free, when the rows are recorded)."""
+        with self.sessions() as session:
+            owner = queries.study_of_series(session, series_uid)
+        if owner is not None and owner != study_uid:
+            raise _series_in_other_study(series_uid, study_uid)
 
     def _already_stored(self, sop_uid: str) -> bool:
         """A duplicate is acknowledged without a write only if its file is really there."""
@@ -326,7 +337,9 @@ class Ingestor:
         ready = []
         for pending in batch:
             try:
+                pending.replaced = pending.staged.target.exists()
                 self.spool.publish(pending.staged)
+                pending.published = True
                 ready.append(pending)
             except OSError as err:
                 pending.error = IngestError(
@@ -335,6 +348,7 @@ class Ingestor:
                     StoreStatus.OUT_OF_RESOURCES,
                 )
         self._record(ready)
+        self._remove_unrecorded(ready)
         try:
             self.spool.barrier(
                 [p.staged.target for p in ready if p.error is None], self.durable_paths
@@ -365,13 +379,41 @@ class Ingestor:
                     except IntegrityError:
                         # another association stored the same SOP Instance UID meanwhile
                         pending.duplicate = True
+                        known = queries.instance_file(session, pending.record.sop_instance_uid)
+                        pending.stray = known is not None and known[0] != pending.record.path
+                    except queries.SeriesInOtherStudyError as err:
+                        # this instance alone fails; the savepoint keeps the batch's others
+                        pending.error = _series_in_other_study(
+                            err.series_instance_uid, err.study_instance_uid
+                        )
         except (SQLAlchemyError, ValueError) as err:
             for pending in batch:
-                pending.error = IngestError(
+                pending.error = pending.error or IngestError(
                     "database_error",
                     f"cannot record the instance: {err}",
                     StoreStatus.OUT_OF_RESOURCES,
                 )
+
+    def _remove_unrecorded(self, batch: list[_Pending]) -> None:
+        """Delete the files that no row points to: those of refused instances, and a duplicate's
+        second copy under another path. A file that replaced an older one stays (the older
+        one's row may point to it)."""
+        for pending in batch:
+            unrecorded = pending.error is not None or pending.stray
+            if pending.published and unrecorded and not pending.replaced:
+                try:
+                    pending.staged.target.unlink(missing_ok=True)
+                except OSError:
+                    logger.exception("cannot remove the unrecorded file %s", pending.staged.target)
+
+
+def _series_in_other_study(series_uid: str, study_uid: str) -> IngestError:
+    return IngestError(
+        "series_in_other_study",
+        f"Series Instance UID {series_uid} already belongs to another study than "
+        f"{study_uid}: a series is part of one study only (PS3.3 C.7.3.1)",
+        StoreStatus.CANNOT_UNDERSTAND,
+    )
 
 
 def _read_header(part10: bytes) -> tuple[Dataset, str]:

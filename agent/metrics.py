@@ -35,7 +35,7 @@ class Metrics:
         )
         self.associations_rejected = Counter(
             "liver_agent_associations_rejected",
-            "Associations rejected (allow-list, called AE)",
+            "Associations rejected (allow-list, called AE) or closed unfinished (too slow)",
             ["reason"],
             registry=r,
         )
@@ -67,11 +67,19 @@ class Metrics:
         self.spool_bytes = Gauge(
             "liver_agent_spool_bytes", "Bytes of instances in the spool", registry=r
         )
+        self.spool_files = Gauge(
+            "liver_agent_spool_files", "Received instances kept in the spool", registry=r
+        )
         self.queue_depth = Gauge("liver_agent_queue_depth", "Jobs waiting (queued)", registry=r)
 
     def set_queue_depth_source(self, source: Callable[[], float]) -> None:
         """Read the queue depth at scrape time."""
         self.queue_depth.set_function(source)
+
+    def set_spool_usage_source(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Read the spool's (files, bytes) at scrape time."""
+        self.spool_files.set_function(lambda: float(source()[0]))
+        self.spool_bytes.set_function(lambda: float(source()[1]))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

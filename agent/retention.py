@@ -1,16 +1,26 @@
-"""Retention: result files are kept until delivered and for a retention period after."""
+"""Retention: how long files stay on the agent.
+
+- Received images (the spool): until every job of their study is final (done, not_evaluated,
+  failed, cancelled) and ``spool.retention_days`` have passed since the last job finished and
+  the last instance arrived; never while the study is open or a job is queued, running or
+  delivering.
+- Result files: until delivered and ``results.retention_days`` after.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage import jobs
-from storage.models import utcnow
+from storage import jobs, queries
+from storage.models import EventKind, Instance, Job, Series, Study, utcnow
+from storage.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -37,3 +47,110 @@ def clean_results(sessions: sessionmaker[Session], retention_days: float) -> int
             "retention: removed %s result files older than %s days", removed, retention_days
         )
     return removed
+
+
+@dataclass(frozen=True)
+class SpoolCleanup:
+    """What one pass of :func:`clean_spool` deleted."""
+
+    studies: int
+    files: int
+    bytes: int
+
+
+def clean_spool(
+    sessions: sessionmaker[Session],
+    spool: Spool,
+    retention_days: float,
+    *,
+    now: dt.datetime | None = None,
+) -> SpoolCleanup:
+    """Delete the received instances of studies past their retention (module docstring).
+
+    Each study is re-checked and purged in its own transaction, which holds the study row
+    (``FOR UPDATE`` on PostgreSQL, the write lock on SQLite), so an instance that arrives
+    meanwhile re-opens the study first and the study is skipped. Instance rows go with their
+    files (the study, series and jobs stay, with an event on the newest job); instances sent
+    again later are stored anew and make a new job version. A file written after ``cutoff``
+    is never deleted.
+    """
+    cutoff = (now or utcnow()) - dt.timedelta(days=retention_days)
+    with sessions() as session:
+        candidates = queries.studies_past_retention(session, cutoff=cutoff)
+    studies = files = size = 0
+    for study_id in candidates:
+        with sessions.begin() as session:
+            session.scalars(select(Study).where(Study.id == study_id).with_for_update()).one()
+            if study_id not in queries.studies_past_retention(session, cutoff=cutoff):
+                continue  # something arrived or a job was retried meanwhile
+            removed, removed_bytes, folders = _purge_study(session, spool, study_id, cutoff)
+        spool.remove_empty_folders(folders)
+        studies += 1
+        files += removed
+        size += removed_bytes
+    if studies:
+        logger.info(
+            "retention: deleted %s received files (%s MiB) of %s studies, older than %s days",
+            files,
+            size // 2**20,
+            studies,
+            retention_days,
+        )
+    return SpoolCleanup(studies, files, size)
+
+
+def _purge_study(
+    session: Session, spool: Spool, study_id: int, cutoff: dt.datetime
+) -> tuple[int, int, set[Path]]:
+    rows = session.execute(
+        select(Instance.id, Instance.path, Instance.size_bytes)
+        .join(Series, Series.id == Instance.series_id)
+        .where(Series.study_id == study_id)
+    ).all()
+    removed = removed_bytes = 0
+    folders: set[Path] = set()
+    for _, relative, size in rows:
+        path = spool.path_of(relative)
+        folders.add(path.parent)
+        try:
+            if path.stat().st_mtime >= cutoff.timestamp():
+                logger.warning("retention: %s was written after the cutoff: kept", relative)
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            pass  # gone already: the row goes all the same
+        removed += 1
+        removed_bytes += int(size)
+    session.execute(delete(Instance).where(Instance.id.in_([r[0] for r in rows])))
+    session.execute(update(Series).where(Series.study_id == study_id).values(instance_count=0))
+    session.execute(update(Study).where(Study.id == study_id).values(instance_count=0))
+    newest = session.scalar(
+        select(Job.id).where(Job.study_id == study_id).order_by(Job.version.desc()).limit(1)
+    )
+    if newest is not None:
+        jobs.add_event(
+            session,
+            newest,
+            EventKind.SPOOL_DELETED,
+            f"received images deleted after the retention period ({removed} files)",
+            {"files": removed, "bytes": removed_bytes},
+        )
+    return removed, removed_bytes, folders
+
+
+def spool_usage(sessions: sessionmaker[Session]) -> tuple[int, int]:
+    """Received instances in the spool: (files, bytes), from the database."""
+    with sessions() as session:
+        return queries.spool_usage(session)
+
+
+def apply_retention(
+    sessions: sessionmaker[Session],
+    spool: Spool,
+    *,
+    spool_days: float,
+    results_days: float,
+) -> None:
+    """One pass of both retention rules (the service runs it every hour)."""
+    clean_spool(sessions, spool, spool_days)
+    clean_results(sessions, results_days)

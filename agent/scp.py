@@ -10,11 +10,13 @@ import logging
 import threading
 from typing import Any, cast
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from agent.association_guard import NegotiationGuard
 from agent.dicom_status import AssociationReject, StoreStatus
 from agent.errors import IngestError
 from agent.ingest import Ingestor
@@ -33,6 +35,15 @@ def caller_allowed(settings: DicomSettings, calling_ae: str, host: str) -> bool:
         entry.ae_title == calling_ae and (entry.host is None or entry.host == host)
         for entry in settings.allowed_callers
     )
+
+
+def failure_response(err: IngestError) -> Dataset:
+    """The C-STORE response for a refused instance: its status, and its machine code and
+    reason as Error Comment (0000,0902; LO, at most 64 characters; PS3.7 C.4.2.1.4)."""
+    response = Dataset()
+    response.Status = int(err.status)
+    response.ErrorComment = f"{err.code}: {err.message}"[:64].replace("\\", "/")
+    return response
 
 
 class StorageSCP:
@@ -60,6 +71,13 @@ class StorageSCP:
         self._server: Any = None
         self._assoc_ids: dict[int, int] = {}
         self._lock = threading.Lock()
+        self.guard = NegotiationGuard(
+            settings.acse_timeout,
+            settings.network_timeout,
+            on_timeout=lambda _peer: metrics.associations_rejected.labels(
+                "negotiation_timeout"
+            ).inc(),
+        )
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -86,6 +104,9 @@ class StorageSCP:
 
     def start(self) -> None:
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, self._on_opened),
+            (evt.EVT_ACCEPTED, self._on_settled),
+            (evt.EVT_REJECTED, self._on_settled),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._on_released),
@@ -103,8 +124,15 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        self.guard.close()
 
     # handlers -------------------------------------------------------------------------------
+
+    def _on_opened(self, event: evt.Event) -> None:
+        self.guard.opened(event.assoc)
+
+    def _on_settled(self, event: evt.Event) -> None:
+        self.guard.settled(event.assoc)
 
     def _on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -138,7 +166,7 @@ class StorageSCP:
             self._assoc_ids[key] = new_id
         return new_id
 
-    def _on_store(self, event: evt.Event) -> int:
+    def _on_store(self, event: evt.Event) -> int | Dataset:
         assoc = event.assoc
         request = cast(C_STORE, event.request)
         try:
@@ -152,7 +180,7 @@ class StorageSCP:
                 expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
             )
         except IngestError as err:
-            return int(err.status)
+            return failure_response(err)
         return int(StoreStatus.SUCCESS)
 
     def _finish(self, assoc: Association, status: AssociationStatus) -> None:
@@ -170,4 +198,5 @@ class StorageSCP:
 
     def _on_closed(self, event: evt.Event) -> None:
         # connection closed without release or abort (peer vanished)
+        self.guard.settled(event.assoc)
         self._finish(event.assoc, AssociationStatus.ABORTED)

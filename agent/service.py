@@ -13,8 +13,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agent.completion import complete_ready_studies
 from agent.context import open_context
 from agent.delivery import Deliverer
+from agent.delivery_lanes import DeliveryLanes
 from agent.jobs import lifecycle
-from agent.retention import clean_results
+from agent.retention import apply_retention
 from agent.scp import StorageSCP
 from agent.settings import Settings
 from agent.worker import Worker
@@ -38,7 +39,11 @@ class AgentService:
         )
         self.ctx.ingestor.on_association_end = self._schedule_completion
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.deliverer = Deliverer(settings, self.ctx.sessions, self.ctx.metrics)
+        self.started_at = utcnow()  # restart grace: the stable rule counts from here
+        self.delivery_lanes = DeliveryLanes()
+        self.deliverer = Deliverer(
+            settings, self.ctx.sessions, self.ctx.metrics, lanes=self.delivery_lanes
+        )
         self._threads: list[threading.Thread] = []
         self.http: Any = None
 
@@ -67,6 +72,7 @@ class AgentService:
             self.settings.completion,
             self.ctx.metrics,
             on_queued=self.ctx.wake_workers.set,
+            watching_since=self.started_at,
         )
 
     def _recover(self) -> None:
@@ -103,6 +109,7 @@ class AgentService:
             self.ctx.wake_workers.set()
 
     def start(self) -> None:
+        self.started_at = utcnow()
         self._recover()
         self.ctx.metrics.set_queue_depth_source(self._queue_depth)
         if self.settings.worker.threads > 0:
@@ -133,7 +140,12 @@ class AgentService:
             coalesce=True,
         )
         self.scheduler.add_job(
-            lambda: clean_results(self.ctx.sessions, s.results.retention_days),
+            lambda: apply_retention(
+                self.ctx.sessions,
+                self.ctx.spool,
+                spool_days=s.spool.retention_days,
+                results_days=s.results.retention_days,
+            ),
             "interval",
             hours=1,
             id="retention",
@@ -176,6 +188,7 @@ class AgentService:
         self.stop_event.set()
         self.ctx.wake_workers.set()
         self.scheduler.shutdown(wait=False)
+        self.delivery_lanes.stop(timeout=2.0)  # an attempt in flight is left: pending at start
         if self.http is not None:
             self.http.stop()
         for thread in self._threads:

@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from agent.masking import mask_url_password
+
 CONFIG_ENV = "LIVER_AGENT_CONFIG"
 ENV_PREFIX = "LIVER_AGENT__"
 
@@ -113,6 +115,12 @@ class SpoolSettings(_Group):
     )
     min_free_mb: int = Field(
         default=512, ge=0, description="refuse C-STORE with 0xA700 below this much free disk"
+    )
+    retention_days: float = Field(
+        default=1.0,
+        ge=0,
+        description="received images are deleted this long after every job of their study "
+        "is final (done, not_evaluated, failed, cancelled); never while a job needs them",
     )
 
 
@@ -249,6 +257,13 @@ class DeliverySettings(_Group):
         description="wait before each retry; after the last one the delivery is dead",
     )
     poll_seconds: float = Field(default=1.0, gt=0)
+    timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest wait of one delivery attempt for the destination (TCP connect, "
+        "association, each response or read); a destination that stays silent fails the "
+        "attempt after this, and other destinations never wait for it",
+    )
 
 
 class HttpSettings(_Group):
@@ -265,9 +280,26 @@ class HttpSettings(_Group):
     @model_validator(mode="after")
     def _token_off_loopback(self) -> HttpSettings:
         problem = exposure_problem(self)
+        if problem is None and self.token is not None:
+            problem = token_problem(self.token.get_secret_value())
         if problem is not None:
             raise ValueError(problem)
         return self
+
+
+MIN_TOKEN_LENGTH = 8
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be the API token, or None. The one rule for a token, whether it
+    comes from the settings (checked when they load, so ``config check`` says what ``serve``
+    says) or from the token file; spaces around it do not count (they are stripped)."""
+    if len(token.strip()) < MIN_TOKEN_LENGTH:
+        return (
+            f"http.token must be at least {MIN_TOKEN_LENGTH} characters long "
+            "(spaces around it do not count)"
+        )
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -399,5 +431,11 @@ def _check_yaml_file(path: Path) -> None:
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data with secrets shown as ``**********``."""
-    return settings.model_dump(mode="json")
+    """The effective settings as plain data with secrets shown as ``**********``: the
+    ``SecretStr`` fields, and passwords inside ``database.url`` and each ``stow_url``."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["database"]["url"] = mask_url_password(data["database"]["url"])
+    for destination in data["destinations"]:
+        if destination.get("stow_url"):
+            destination["stow_url"] = mask_url_password(destination["stow_url"])
+    return data

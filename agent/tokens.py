@@ -12,6 +12,7 @@ import enum
 import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,29 @@ def resolve_token(settings: Settings, *, create: bool = True) -> ResolvedToken |
 
 
 def _read_token_file(path: Path) -> str | None:
+    """The token in ``path``, None if there is no such file.
+
+    Raises
+    ------
+    HttpConfigError
+        ``http_token_file_insecure`` when the group or others may read or write the file (the
+        token would no longer be a secret), ``http_token_unreadable`` when it cannot be read.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise HttpConfigError(
+            "http_token_unreadable", f"cannot read the token file {path}: {err}"
+        ) from err
+    if mode & 0o077:
+        raise HttpConfigError(
+            "http_token_file_insecure",
+            f"the token file {path} has mode {mode:04o}: others on this machine may read the "
+            f"API token. Make it owner-only with `chmod 600 {path}` (and consider a new token: "
+            "delete the file and restart), or set http.token",
+        )
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:

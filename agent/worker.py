@@ -265,6 +265,8 @@ def _store_result(job: Job, result: PipelineResult) -> None:
         job.reason_code = result.reason_code
         job.reason = result.reason
     details: dict[str, Any] = {"selection": result.selection.to_json()}
+    if not result.evaluated:  # the reason shown again after a failed delivery was retried
+        details["not_evaluated"] = {"reason_code": result.reason_code, "reason": result.reason}
     if result.volume is not None:
         details["series_description"] = str(result.volume.headers[0].get("SeriesDescription", ""))
         details["slices"] = result.volume.shape[0]

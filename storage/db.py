@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _create_owner_only(Path(database))
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
@@ -59,6 +60,18 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_owner_only(database: Path) -> None:
+    """Create a new SQLite database file readable by its owner only (0600); SQLite gives its
+    write-ahead log and shared-memory files the database file's permissions."""
+    if database.exists():
+        return
+    if not database.parent.exists():
+        database.parent.parent.mkdir(parents=True, exist_ok=True)
+        database.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(database, os.O_WRONLY | os.O_CREAT, 0o600)  # an empty file is an empty database
+    os.close(fd)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -41,6 +41,18 @@ def add_event(
     session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
 
 
+def result_reason(job: Job) -> tuple[str | None, str | None]:
+    """Why the pipeline did not evaluate the job (code, sentence), kept in its details; None
+    for an evaluated job or one without a result."""
+    if job.evaluated is not False:
+        return None, None
+    kept = (job.details or {}).get("not_evaluated") or {}
+    if not isinstance(kept, dict):
+        return None, None
+    code, text = kept.get("reason_code"), kept.get("reason")
+    return (str(code) if code else None), (str(text) if text else None)
+
+
 def write_status(
     session: Session,
     job: Job,
@@ -52,12 +64,20 @@ def write_status(
     """Write a job's new status (with its reason) and log it on the timeline.
 
     Only :mod:`agent.jobs.lifecycle` calls this, after checking that the change is allowed.
+    The reason shown is the new status's: given, it replaces the old one. Not given, a job that
+    moves on drops the reason of an earlier failure (``delivery_dead``, ``worker_lost``; the
+    timeline keeps it): queued and running have none, and delivering, done and not_evaluated
+    show the pipeline's "not evaluated" reason if the result has one.
     """
     old = job.status
     job.status = status
     if reason_code is not None or reason is not None:
         job.reason_code = reason_code
         job.reason = reason
+    elif status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        job.reason_code = job.reason = None
+    elif status in (JobStatus.DELIVERING, JobStatus.DONE, JobStatus.NOT_EVALUATED):
+        job.reason_code, job.reason = result_reason(job)
     if status.is_final:
         job.finished_at = utcnow()
     message = f"{old} -> {status}" + (f": {reason}" if reason else "")
@@ -92,6 +112,8 @@ def claim_next_job(session: Session, *, worker: str) -> Job | None:
                 started_at=now,
                 heartbeat_at=now,
                 attempts=Job.attempts + 1,
+                reason_code=None,  # a reason for re-queueing is history now (timeline)
+                reason=None,
             )
         )
         if getattr(won, "rowcount", 0):
@@ -217,6 +239,19 @@ def due_deliveries(session: Session, *, now: dt.datetime) -> Sequence[int]:
     ).all()
 
 
+def due_deliveries_by_destination(
+    session: Session, *, now: dt.datetime
+) -> Sequence[tuple[int, str]]:
+    """(id, destination name) of pending deliveries whose next attempt time has come, oldest
+    first."""
+    rows = session.execute(
+        select(Delivery.id, Delivery.destination)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+    ).all()
+    return [(int(row[0]), str(row[1])) for row in rows]
+
+
 def claim_delivery(session: Session, delivery_id: int) -> bool:
     """Move a pending delivery to ``sending``; False when another sender had it first."""
     won = session.execute(
@@ -263,5 +298,16 @@ def seg_output_path(session: Session, job_id: int) -> str | None:
         select(Output.path)
         .where(Output.job_id == job_id, Output.kind == OutputKind.SEG, Output.path.is_not(None))
         .order_by(Output.id)
+        .limit(1)
+    )
+
+
+def newer_version(session: Session, job_id: int) -> int | None:
+    """The id of the newest job of the same study with a higher version, or None."""
+    job = session.get_one(Job, job_id)
+    return session.scalar(
+        select(Job.id)
+        .where(Job.study_id == job.study_id, Job.version > job.version)
+        .order_by(Job.version.desc())
         .limit(1)
     )

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 UID = String(64)
+#: the largest id an INTEGER primary key holds on every backend (PostgreSQL: 32 bits)
+MAX_ROW_ID = 2**31 - 1
 
 
 def utcnow() -> dt.datetime:
@@ -119,6 +121,7 @@ class EventKind(StrEnum):
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
     RETRY = "retry"
+    SPOOL_DELETED = "spool_deleted"
 
 
 class OutputKind(StrEnum):

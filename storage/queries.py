@@ -49,6 +49,21 @@ class InstanceRecord:
     series_description: str | None = None
 
 
+class SeriesInOtherStudyError(ValueError):
+    """An instance names a Series Instance UID that the database holds under another study.
+
+    A series belongs to exactly one study (PS3.3 C.7.3.1: the Series Instance UID identifies
+    it uniquely), so the instance is refused rather than filed under either study.
+    """
+
+    def __init__(self, series_instance_uid: str, study_instance_uid: str) -> None:
+        self.series_instance_uid = series_instance_uid
+        self.study_instance_uid = study_instance_uid
+        super().__init__(
+            f"series {series_instance_uid} belongs to another study than {study_instance_uid}"
+        )
+
+
 # --- associations -------------------------------------------------------------------------
 
 
@@ -98,6 +113,18 @@ def instance_file(session: Session, sop_instance_uid: str) -> tuple[str, int] | 
     """Spool-relative path and size of a recorded instance, or None."""
     row = session.execute(_INSTANCE_FILE, {"uid": sop_instance_uid}).first()
     return None if row is None else (row[0], int(row[1]))
+
+
+_SERIES_STUDY = (
+    select(Study.study_instance_uid)
+    .join(Series, Series.study_id == Study.id)
+    .where(Series.series_instance_uid == bindparam("uid"))
+)
+
+
+def study_of_series(session: Session, series_instance_uid: str) -> str | None:
+    """The Study Instance UID a recorded series belongs to, or None if it is unknown."""
+    return session.scalar(_SERIES_STUDY, {"uid": series_instance_uid})
 
 
 def instance_exists(session: Session, sop_instance_uid: str) -> bool:
@@ -186,7 +213,8 @@ def record_instance(
     """Insert the instance, creating or updating its study and series rows.
 
     A study that was complete goes back to ``receiving``: when it completes again a new job
-    version is made. Raises ``IntegrityError`` if the SOP Instance UID exists already.
+    version is made. Raises ``IntegrityError`` if the SOP Instance UID exists already, and
+    :class:`SeriesInOtherStudyError` if the series is recorded under another study.
     """
     now = utcnow()
     study_id = session.scalar(_STUDY_ID, {"uid": record.study_instance_uid})
@@ -214,10 +242,7 @@ def record_instance(
             },
         )
     elif series_row.study_id != study_id:
-        raise ValueError(
-            f"series {record.series_instance_uid} belongs to another study than "
-            f"{record.study_instance_uid}"
-        )
+        raise SeriesInOtherStudyError(record.series_instance_uid, record.study_instance_uid)
     else:
         series_id = series_row.id
     session.execute(
@@ -252,12 +277,20 @@ def study_id_of(session: Session, study_instance_uid: str) -> int | None:
 
 
 def studies_ready(
-    session: Session, *, now: dt.datetime, quiet_seconds: float, stable_seconds: float
+    session: Session,
+    *,
+    now: dt.datetime,
+    quiet_seconds: float,
+    stable_seconds: float,
+    watching_since: dt.datetime | None = None,
 ) -> Sequence[int]:
     """Ids of receiving studies that meet the completion rule (DESIGN.md, data flow 2).
 
-    Complete when nothing arrived for ``quiet_seconds`` and no association that brought
-    instances of the study is still open, or when nothing arrived for ``stable_seconds``.
+    Complete when nothing arrived for ``quiet_seconds``, no association that brought instances
+    of the study is still open and the latest of them was released (an aborted one means the
+    sender may send again: more may come); or when nothing arrived for ``stable_seconds`` while
+    the agent was watching (``watching_since``, its start: after a restart the sender gets the
+    whole ``stable_seconds`` to resend, however old the last instance is).
     """
     open_assoc = (
         select(StudyAssociation.id)
@@ -268,17 +301,27 @@ def studies_ready(
         )
         .exists()
     )
+    latest_assoc = (
+        select(Association.status)
+        .join(StudyAssociation, StudyAssociation.association_id == Association.id)
+        .where(StudyAssociation.study_id == Study.id)
+        .order_by(Association.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     quiet_before = now - dt.timedelta(seconds=quiet_seconds)
     stable_before = now - dt.timedelta(seconds=stable_seconds)
+    quiet = (
+        (Study.last_received_at <= quiet_before)
+        & ~open_assoc
+        & or_(latest_assoc.is_(None), latest_assoc == AssociationStatus.RELEASED)
+    )
+    watched_long_enough = watching_since is None or watching_since <= stable_before
+    rules = [quiet, Study.last_received_at <= stable_before] if watched_long_enough else [quiet]
     return session.scalars(
         select(Study.id)
         .where(Study.status == StudyStatus.RECEIVING)
-        .where(
-            or_(
-                Study.last_received_at <= stable_before,
-                (Study.last_received_at <= quiet_before) & ~open_assoc,
-            )
-        )
+        .where(or_(*rules))
         .order_by(Study.last_received_at)
     ).all()
 
@@ -376,3 +419,48 @@ def instance_paths(session: Session, study_id: int) -> list[str]:
             .order_by(Instance.id)
         ).all()
     )
+
+
+def spool_usage(session: Session) -> tuple[int, int]:
+    """Received instances the spool holds: (files, bytes), as recorded."""
+    row = session.execute(
+        select(func.count(Instance.id), func.coalesce(func.sum(Instance.size_bytes), 0))
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def studies_past_retention(session: Session, *, cutoff: dt.datetime) -> Sequence[int]:
+    """Studies whose received instances may be deleted: complete (no association open, nothing
+    arriving), nothing received since ``cutoff``, every job final and finished before
+    ``cutoff``, and some instance still recorded."""
+    unfinished = (
+        select(Job.id)
+        .where(
+            Job.study_id == Study.id,
+            or_(
+                ~Job.status.in_(_FINAL_STATUSES),
+                Job.finished_at.is_(None),
+                Job.finished_at >= cutoff,
+            ),
+        )
+        .exists()
+    )
+    has_job = select(Job.id).where(Job.study_id == Study.id).exists()
+    has_instance = (
+        select(Instance.id)
+        .join(Series, Series.id == Instance.series_id)
+        .where(Series.study_id == Study.id)
+        .exists()
+    )
+    return session.scalars(
+        select(Study.id).where(
+            Study.status == StudyStatus.COMPLETE,
+            Study.last_received_at < cutoff,
+            has_job,
+            ~unfinished,
+            has_instance,
+        )
+    ).all()
+
+
+_FINAL_STATUSES = [s for s in JobStatus if s.is_final]

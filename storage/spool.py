@@ -21,6 +21,9 @@ from pathlib import Path
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _TMP_PREFIX = ".tmp-"
+#: received images are patient data: readable by the agent's user only
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 class InvalidUIDError(ValueError):
@@ -67,7 +70,9 @@ class Spool:
             raise ValueError(f"flush must be 'files' or 'filesystem', not {flush!r}")
         self.root = root
         self.flush = flush
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.exists():
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=DIR_MODE, exist_ok=True)
         self._known_dirs: set[Path] = set()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
@@ -96,7 +101,11 @@ class Spool:
             new_dirs = []
         tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         size = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileNotFoundError:  # the folder was removed (retention) since we made it
+            new_dirs = _make_dirs(folder, self.root)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                 view = memoryview(chunk)
@@ -128,7 +137,11 @@ class Spool:
             _make_dirs(folder, self.root)
             self._known_dirs.add(folder)
         tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileNotFoundError:  # the folder was removed (retention) since we made it
+            _make_dirs(folder, self.root)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             view = memoryview(data)
             while view:
@@ -172,6 +185,15 @@ class Spool:
             return
         for future in [self._pool.submit(_fsync_path, t) for t in targets]:
             future.result()
+
+    def remove_empty_folders(self, folders: set[Path]) -> None:
+        """Remove these series folders and their study folders if they are empty."""
+        for folder in sorted(folders | {f.parent for f in folders}, key=lambda p: -len(p.parts)):
+            if folder == self.root or self.root not in folder.parents:
+                continue
+            self._known_dirs.discard(folder)
+            with contextlib.suppress(OSError):  # not empty (or gone): leave it
+                folder.rmdir()
 
     def remove_temporaries(self) -> int:
         """Delete temporary files left by a crash mid-write; return how many."""
@@ -222,7 +244,7 @@ def _make_dirs(folder: Path, root: Path) -> list[Path]:
         current = current.parent
     created.reverse()
     for path in created:
-        path.mkdir(exist_ok=True)
+        path.mkdir(mode=DIR_MODE, exist_ok=True)
     return created
 
 

@@ -11,6 +11,18 @@ import typer
 from agent.cli._common import ConfigOption, console, fail, settings_or_exit
 from agent.errors import AgentError
 from agent.logs import configure_logging
+from agent.masking import mask_url_password
+from agent.settings import Settings
+
+
+def start_banner(settings: Settings, dicom_port: int, http_port: int | None) -> str:
+    """The line ``serve`` prints once listening (no secret: the database URL is masked)."""
+    d = settings.dicom
+    return (
+        f"liver-agent listening: DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:{dicom_port}"
+        + (f", HTTP on http://{settings.http.host}:{http_port}/" if http_port is not None else "")
+        + f"; database {mask_url_password(settings.database.url)}; spool {settings.spool.path}"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -34,16 +46,10 @@ def register(app: typer.Typer) -> None:
         except AgentError as err:  # e.g. the HTTP port is taken: say why, exit non-zero
             service.stop()
             fail(f"cannot start: {err.message} ({err.code})")
-        d = settings.dicom
         console.print(
-            f"liver-agent listening: DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:"
-            f"{service.scp.port}"
-            + (
-                f", HTTP on http://{settings.http.host}:{service.http.port}/"
-                if settings.http.enabled
-                else ""
-            )
-            + f"; database {settings.database.url}; spool {settings.spool.path}",
+            start_banner(
+                settings, service.scp.port, service.http.port if settings.http.enabled else None
+            ),
             highlight=False,
         )
         try:

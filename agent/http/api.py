@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from agent.context import AgentContext
 from agent.errors import AgentError
 from agent.http.deps import CtxDep, SessionDep, require_token
+from agent.http.params import JobId, Limit, Offset
 from agent.jobs import lifecycle
 from agent.jobs.filters import FilterError, JobQuery
 from agent.jobs.lifecycle import JobAction, JobNotFoundError
@@ -154,8 +155,8 @@ def api_list_jobs(
     created_to: Annotated[
         str | None, Query(description="exclusive; a date alone includes that whole day")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> JobList:
     """Jobs, newest first, with filters and paging; ``total`` counts every match."""
     try:
@@ -174,7 +175,7 @@ def api_list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, responses=_NOT_FOUND, summary="One job")
-def api_job(job_id: int, session: SessionDep) -> JobDetail:
+def api_job(job_id: JobId, session: SessionDep) -> JobDetail:
     """Study and series, selection reasons, slice, result, timings, events, outputs and
     deliveries of one job."""
     return job_detail(session, get_job(session, job_id))
@@ -183,7 +184,7 @@ def api_job(job_id: int, session: SessionDep) -> JobDetail:
 @router.post(
     "/jobs/{job_id}/retry", response_model=ActionResult, responses=_CONFLICT, summary="Retry"
 )
-def api_retry(job_id: int, ctx: CtxDep) -> ActionResult:
+def api_retry(job_id: JobId, ctx: CtxDep) -> ActionResult:
     """Send dead deliveries again, or queue a failed job to run again (409 if not possible)."""
     return job_action(ctx, job_id, JobAction.RETRY)
 
@@ -191,7 +192,7 @@ def api_retry(job_id: int, ctx: CtxDep) -> ActionResult:
 @router.post(
     "/jobs/{job_id}/cancel", response_model=ActionResult, responses=_CONFLICT, summary="Cancel"
 )
-def api_cancel(job_id: int, ctx: CtxDep) -> ActionResult:
+def api_cancel(job_id: JobId, ctx: CtxDep) -> ActionResult:
     """Cancel a job that has not finished (409 if it has)."""
     return job_action(ctx, job_id, JobAction.CANCEL)
 
@@ -202,7 +203,7 @@ def api_cancel(job_id: int, ctx: CtxDep) -> ActionResult:
     responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
     summary="Preview PNG",
 )
-def api_preview(job_id: int, ctx: CtxDep, session: SessionDep) -> Response:
+def api_preview(job_id: JobId, ctx: CtxDep, session: SessionDep) -> Response:
     """The caudate-level slice with the liver outline (404 with a reason if there is none)."""
     job = get_job(session, job_id)
     try:
@@ -222,8 +223,8 @@ def api_preview(job_id: int, ctx: CtxDep, session: SessionDep) -> Response:
 @router.get("/studies", response_model=StudyList, tags=["studies"], summary="List studies")
 def api_studies(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> StudyList:
     """Studies received, most recent first."""
     return list_studies_page(session, limit, offset)

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 
 from agent.errors import HttpConfigError
+from agent.settings import token_problem
 
 COOKIE_NAME = "liver_agent_session"
 COOKIE_MAX_AGE_S = 12 * 3600
@@ -19,11 +20,10 @@ class TokenChecker:
     """Checks bearer tokens and session cookies against the token in force (constant time)."""
 
     def __init__(self, token: str) -> None:
-        if len(token) < 8:
-            raise HttpConfigError(
-                "http_token_too_short", "http.token must be at least 8 characters long"
-            )
-        self._token = token.encode("utf-8")
+        problem = token_problem(token)
+        if problem is not None:
+            raise HttpConfigError("http_token_too_short", problem)
+        self._token = token.strip().encode("utf-8")
         self._session = hmac.new(self._token, _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
 
     def bearer_ok(self, authorization: str | None) -> bool:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import jinja2
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -26,10 +26,11 @@ from agent.http.deps import (
     require_login,
     require_token,
 )
+from agent.http.params import MAX_PAGE, JobId, NumberOutOfRange, Offset, bounded_int
 from agent.jobs.filters import FilterError, JobQuery
 from agent.jobs.lifecycle import JobAction, admin_actions_for
 from agent.jobs.summaries import JobDetail, job_detail
-from storage.models import JobStatus
+from storage.models import MAX_ROW_ID, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,10 @@ def logout() -> Response:
 def _job_query(request: Request) -> tuple[JobQuery, str | None]:
     params = request.query_params
     try:
-        limit = int(params.get("limit") or 50)
-        offset = int(params.get("offset") or 0)
-    except ValueError:
-        limit, offset = 50, 0
+        limit = bounded_int("limit", params.get("limit"), 50, 1, MAX_PAGE)
+        offset = bounded_int("offset", params.get("offset"), 0, 0, MAX_ROW_ID)
+    except NumberOutOfRange as err:
+        raise HTTPException(status_code=422, detail=str(err)) from err
     try:
         query = JobQuery.parse(
             status=params.get("status"),
@@ -161,8 +162,8 @@ def _job_query(request: Request) -> tuple[JobQuery, str | None]:
             study_instance_uid=params.get("study_instance_uid"),
             created_from=params.get("created_from"),
             created_to=params.get("created_to"),
-            limit=min(max(limit, 1), 1000),
-            offset=max(offset, 0),
+            limit=limit,
+            offset=offset,
         )
     except FilterError as err:
         return JobQuery(), str(err)
@@ -270,7 +271,7 @@ def _job_detail(session: Session, job_id: int) -> JobDetail | None:
 
 
 @pages.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: int, request: Request, session: SessionDep) -> Response:
+def job_page(job_id: JobId, request: Request, session: SessionDep) -> Response:
     detail = _job_detail(session, job_id)
     if detail is None:
         return _page(request, "not_found.html", {"what": f"job {job_id}"}, status=404)
@@ -278,7 +279,7 @@ def job_page(job_id: int, request: Request, session: SessionDep) -> Response:
 
 
 @fragments.get("/fragments/jobs/{job_id}", response_class=HTMLResponse)
-def job_fragment(job_id: int, request: Request, session: SessionDep) -> Response:
+def job_fragment(job_id: JobId, request: Request, session: SessionDep) -> Response:
     detail = _job_detail(session, job_id)
     if detail is None:
         return HTMLResponse(f"<p>No job {job_id}.</p>", status_code=404)
@@ -299,12 +300,12 @@ def _action(ctx: CtxDep, job_id: int, action: JobAction) -> Response:
 
 
 @pages.post("/jobs/{job_id}/retry")
-def job_retry(job_id: int, ctx: CtxDep) -> Response:
+def job_retry(job_id: JobId, ctx: CtxDep) -> Response:
     return _action(ctx, job_id, JobAction.RETRY)
 
 
 @pages.post("/jobs/{job_id}/cancel")
-def job_cancel(job_id: int, ctx: CtxDep) -> Response:
+def job_cancel(job_id: JobId, ctx: CtxDep) -> Response:
     return _action(ctx, job_id, JobAction.CANCEL)
 
 
@@ -312,7 +313,7 @@ def job_cancel(job_id: int, ctx: CtxDep) -> Response:
 
 
 @pages.get("/studies", response_class=HTMLResponse)
-def studies_page(request: Request, session: SessionDep, offset: int = 0) -> Response:
+def studies_page(request: Request, session: SessionDep, offset: Offset = 0) -> Response:
     limit = 50
     page = list_studies_page(session, limit, max(offset, 0))
     return _page(

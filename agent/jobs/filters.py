@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from storage.models import JobStatus
+from storage.models import MAX_ROW_ID, JobStatus
 
 
 class FilterError(ValueError):
@@ -85,8 +85,8 @@ class JobQuery:
         """
         if not 1 <= limit <= 1000:
             raise FilterError(f"limit: {limit} is not between 1 and 1000")
-        if offset < 0:
-            raise FilterError(f"offset: {offset} is negative")
+        if not 0 <= offset <= MAX_ROW_ID:
+            raise FilterError(f"offset: {offset} is not between 0 and {MAX_ROW_ID}")
         query = cls(
             status=parse_status(status),
             accession_number=(accession_number or "").strip() or None,

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from agent.errors import AgentError
 from storage import jobs
-from storage.models import DeliveryStatus, EventKind, Job, JobStatus, utcnow
+from storage.models import Delivery, DeliveryStatus, EventKind, Job, JobStatus, utcnow
 
 
 class JobAction(StrEnum):
@@ -70,6 +70,7 @@ ALLOWED: frozenset[tuple[JobAction, JobStatus, JobStatus]] = frozenset(
         (JobAction.CANCEL, _R, _C),
         (JobAction.CANCEL, _DL, _C),
         (JobAction.SUPERSEDE, _Q, _C),
+        (JobAction.SUPERSEDE, _DL, _C),
         *((JobAction.RETRY, s, _Q) for s in _FINISHED),
         *((JobAction.RETRY, s, _DL) for s in (*_FINISHED, _DL)),
     }
@@ -208,6 +209,40 @@ def settle_deliveries(session: Session, job_id: int) -> JobStatus | None:
             reason="a delivery failed after its last retry",
         )
     return apply(session, job, JobAction.SETTLE, _DONE if job.evaluated else _NE)
+
+
+def supersede_delivery(
+    session: Session, delivery_id: int, *, newer_job_id: int
+) -> JobStatus | None:
+    """Cancel a delivery whose job a newer version superseded before it was sent (the PACS
+    gets only the newest results); once none of the job's deliveries is left to send, the job
+    ends ``cancelled`` (``superseded``), which is returned (else None)."""
+    delivery = session.get_one(Delivery, delivery_id)
+    delivery.status = DeliveryStatus.CANCELLED
+    delivery.next_attempt_at = None
+    job = session.get_one(Job, delivery.job_id)
+    jobs.add_event(
+        session,
+        job.id,
+        EventKind.SUPERSEDED,
+        f"delivery to {delivery.destination} cancelled: job {newer_job_id} is a newer "
+        "version of this study's results",
+        {"destination": delivery.destination, "next_job_id": newer_job_id},
+    )
+    session.flush()
+    if job.status != _DL or jobs.delivery_statuses(session, job.id) & {
+        DeliveryStatus.PENDING,
+        DeliveryStatus.SENDING,
+    }:
+        return None
+    return apply(
+        session,
+        job,
+        JobAction.SUPERSEDE,
+        _C,
+        reason_code="superseded",
+        reason=f"superseded by job {newer_job_id} before delivery",
+    )
 
 
 # --- completion ---------------------------------------------------------------------------

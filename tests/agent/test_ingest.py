@@ -150,6 +150,7 @@ def test_database_failure_is_refused_with_out_of_resources(
         ctx.ingestor.store(data, association_id=None, source_ae="PACS")
     assert caught.value.status == StoreStatus.OUT_OF_RESOURCES
     assert caught.value.code == "database_error"
+    assert list(ctx.spool.root.rglob("*.dcm")) == [], "a refused instance left its file"
     # the PACS retries later and then it is stored
     monkeypatch.undo()
     assert not ctx.ingestor.store(data, association_id=None, source_ae="PACS").duplicate
@@ -213,3 +214,67 @@ def test_a_bug_in_the_commit_refuses_the_batch_and_the_next_one_succeeds(
     monkeypatch.undo()
     other = _part10(mr_dataset(study_uid=generate_uid(), series_uid=generate_uid()))
     assert not ctx.ingestor.store(other, association_id=None, source_ae="PACS").duplicate
+
+
+def test_reused_series_uid_in_a_batch_fails_alone(
+    ctx: AgentContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the early check cannot see: the bad instance is in the same group commit as
+    good ones. It alone is refused (0xC000, no file); the others are stored."""
+    series = generate_uid()
+    ctx.ingestor.store(
+        _part10(mr_dataset(study_uid=generate_uid(), series_uid=series)),
+        association_id=None,
+        source_ae="PACS",
+    )
+    monkeypatch.setattr(ctx.ingestor, "_check_series", lambda *args: None, raising=False)
+    release = threading.Event()
+    real_barrier = ctx.spool.barrier
+
+    def held_barrier(*args: object) -> None:
+        release.wait(10)
+        real_barrier(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ctx.spool, "barrier", held_barrier)
+    good_study = generate_uid()
+    good = [
+        _part10(mr_dataset(study_uid=good_study, series_uid=generate_uid(), index=i))
+        for i in range(6)
+    ]
+    bad = _part10(mr_dataset(study_uid=generate_uid(), series_uid=series))
+    outcome: dict[int, BaseException | None] = {}
+
+    def send(n: int, data: bytes) -> None:
+        try:
+            ctx.ingestor.store(data, association_id=None, source_ae="PACS")
+            outcome[n] = None
+        except IngestError as err:
+            outcome[n] = err
+
+    first = threading.Thread(target=send, args=(0, good[0]))
+    first.start()  # leads the first batch and waits in the barrier
+    others = [
+        threading.Thread(target=send, args=(n, data))
+        for n, data in enumerate([*good[1:], bad], start=1)
+    ]
+    for t in others:
+        t.start()
+    deadline = threading.Event()
+    for _ in range(200):  # until every other instance waits in the next batch
+        if len(ctx.ingestor._queue) == len(others):
+            break
+        deadline.wait(0.02)
+    assert len(ctx.ingestor._queue) == len(others)
+    release.set()
+    for t in [first, *others]:
+        t.join(20)
+    refused = {n: err for n, err in outcome.items() if err is not None}
+    assert list(refused) == [len(good)], refused
+    err = refused[len(good)]
+    assert isinstance(err, IngestError)
+    assert err.code == "series_in_other_study"
+    assert err.status == StoreStatus.CANNOT_UNDERSTAND
+    assert _count(ctx, Instance) == 1 + len(good)
+    files = {p.relative_to(ctx.spool.root).as_posix() for p in ctx.spool.root.rglob("*.dcm")}
+    with ctx.sessions() as session:
+        assert files == set(session.scalars(select(Instance.path)))
