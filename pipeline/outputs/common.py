@@ -20,7 +20,13 @@ MANUFACTURER = "liver-agent"
 RESEARCH_USE_ONLY = "RESEARCH USE ONLY"
 
 #: Series numbers of the result series, chosen far from the scanners' usual 1..~100 (and 1000s).
-SERIES_NUMBERS: dict[str, int] = {"seg": 9901, "sr": 9902, "not_evaluated_sr": 9902, "sc": 9903}
+SERIES_NUMBERS: dict[str, int] = {
+    "seg": 9901,
+    "sr": 9902,
+    "not_evaluated_sr": 9902,
+    "sc": 9903,
+    "kos": 9904,
+}
 
 #: Patient (C.7.1.1) and General Study (C.7.2.1) attributes copied from the source to every output.
 #: All are Type 2 in the IODs we write: an attribute the source lacks is written empty.

@@ -51,9 +51,10 @@ MILLILITER = hd.sr.CodedConcept(value="ml", scheme_designator="UCUM", meaning="m
 CIRRHOSIS = codes.SCT.CirrhosisOfLiver  # SCT 19943007
 PRESENT = codes.SCT.Present  # SCT 52101004
 ABSENT = codes.SCT.Absent  # SCT 272519000
-#: The outline's graphic type. A POLYLINE whose last vertex repeats the first is a closed
-#: polygon (PS3.3 C.18.6.1.2) and is what viewers draw: OHIF 3.13 draws POINT, MULTIPOINT,
-#: POLYLINE, CIRCLE and ELLIPSE and throws "Unsupported GraphicType" on POLYGON.
+#: The outline's graphic type. 2D SCOORD has no POLYGON (PS3.3 C.18.6.1.2: POINT, MULTIPOINT,
+#: POLYLINE, CIRCLE, ELLIPSE; POLYGON exists only for SCOORD3D): a closed polygon is a POLYLINE
+#: whose last vertex repeats the first. OHIF 3.13 draws it (checked in tests/integration/
+#: test_ohif_viewer.py).
 OUTLINE_GRAPHIC_TYPE = hd.sr.GraphicTypeValues.POLYLINE
 TRACKING_IDENTIFIER = "Liver"
 
