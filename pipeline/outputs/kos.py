@@ -11,20 +11,12 @@ import logging
 
 import highdicom as hd
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from pipeline.errors import PipelineError
-from pipeline.outputs.common import (
-    MANUFACTURER,
+from pipeline.outputs.identity import (
     RESEARCH_USE_ONLY,
-    SERIES_NUMBERS,
-    contributing_equipment,
-    device_serial_number,
+    ResultIdentity,
     is_demo,
-    model_name,
-    series_description,
-    software_versions,
-    stamp_identity,
     with_patient_study,
 )
 from pipeline.outputs.text import device_observer
@@ -77,7 +69,7 @@ def build_kos(
         )
     caudate_image = with_patient_study(volume.headers[caudate.index], result.reference)
     model = result.classification_model
-    demo = is_demo(model, result.segmentation_model)
+    identity = ResultIdentity("kos", model, (model, result.segmentation_model), software_version)
     content = hd.ko.KeyObjectSelection(
         document_title=KEY_IMAGE_TITLE,
         referenced_objects=[caudate_image],
@@ -87,19 +79,8 @@ def build_kos(
     kos = hd.ko.KeyObjectSelectionDocument(
         evidence=[caudate_image],
         content=content,
-        series_instance_uid=str(generate_uid()),
-        series_number=SERIES_NUMBERS["kos"],
-        sop_instance_uid=str(generate_uid()),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        contributing_equipment=contributing_equipment(
-            [model, result.segmentation_model], software_version
-        ),
-        series_description=series_description("KEY IMAGE", demo=demo),
-        manufacturer_model_name=model_name(model),
-        software_versions=software_versions(model, software_version)[0],
-        device_serial_number=device_serial_number(model),
+        **identity.sop_arguments(),
     )
-    stamp_identity(kos, result.reference, model=model, software_version=software_version)
+    identity.stamp(kos, result.reference)
     logger.info("built KOS %s flagging slice %s", kos.SOPInstanceUID, caudate.sop_instance_uid)
     return kos

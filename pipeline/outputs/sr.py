@@ -10,18 +10,11 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from pipeline.errors import PipelineError
-from pipeline.outputs.common import (
-    MANUFACTURER,
+from pipeline.outputs.identity import (
     RESEARCH_USE_ONLY,
-    SERIES_NUMBERS,
+    ResultIdentity,
     algorithm_identification,
-    contributing_equipment,
-    device_serial_number,
     is_demo,
-    model_name,
-    series_description,
-    software_versions,
-    stamp_identity,
     with_patient_study,
 )
 from pipeline.outputs.outline import liver_outline
@@ -276,25 +269,16 @@ def build_sr(
     )
     container.ContentSequence = hd.sr.ContentSequence(_notes(result, caudate_image))
     report[0].ContentSequence.append(container)
-    demo = is_demo(cls_model, seg_model)
+    identity = ResultIdentity("sr", cls_model, (cls_model, seg_model), software_version)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[caudate_image] if seg is None else [caudate_image, seg],
         content=report[0],
-        series_instance_uid=str(generate_uid()),
-        series_number=SERIES_NUMBERS["sr"],
-        sop_instance_uid=str(generate_uid()),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=series_description("SR", demo=demo),
-        manufacturer_model_name=model_name(cls_model),
-        software_versions=software_versions(cls_model, software_version)[0],
-        device_serial_number=device_serial_number(cls_model),
-        contributing_equipment=contributing_equipment([cls_model, seg_model], software_version),
+        **identity.sop_arguments(),
     )
-    stamp_identity(sr, result.reference, model=cls_model, software_version=software_version)
+    identity.stamp(sr, result.reference)
     logger.info(
         "built SR %s referencing SEG %s (finding %s)",
         sr.SOPInstanceUID,

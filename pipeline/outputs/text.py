@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from pipeline.outputs.common import MANUFACTURER, device_serial_number, device_uid, model_name
+from pipeline.outputs.identity import MANUFACTURER, device_serial_number, device_uid, model_name
 from pipeline.types import Classification, ModelInfo
 
 #: TID 1500 row 12: container of free-text / coded qualitative evaluations of the whole report.

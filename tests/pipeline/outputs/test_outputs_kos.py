@@ -9,7 +9,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from pipeline.outputs import OutputOptions, build_outputs, write_outputs
-from pipeline.outputs.common import PATIENT_STUDY_KEYWORDS
+from pipeline.outputs.identity import PATIENT_STUDY_KEYWORDS
 from tests.pipeline.outputs.synthetic_mr import make_mr_series, make_not_evaluated, make_result
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from pipeline.errors import PipelineError
-from pipeline.outputs.common import agent_version
+from pipeline.outputs.identity import agent_version
 from pipeline.outputs.kos import build_kos
 from pipeline.outputs.not_evaluated import build_not_evaluated_sr
 from pipeline.outputs.sc import build_sc
