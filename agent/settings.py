@@ -207,6 +207,10 @@ class DestinationObjects(_Group):
     seg: bool = True
     sr: bool = True
     sc: bool = False
+    kos: bool = Field(
+        default=False,
+        description="Key Object Selection flagging the caudate-level slice (images-only viewers)",
+    )
     not_evaluated_sr: bool = True
 
 

@@ -130,6 +130,7 @@ class OutputKind(StrEnum):
     SEG = "seg"
     SR = "sr"
     SC = "sc"
+    KOS = "kos"
     NOT_EVALUATED_SR = "not_evaluated_sr"
 
 

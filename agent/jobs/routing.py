@@ -58,7 +58,12 @@ def wanted_kinds(destination: Destination, evaluated: bool) -> set[OutputKind]:
     send = destination.send
     if not evaluated:
         return {OutputKind.NOT_EVALUATED_SR} if send.not_evaluated_sr else set()
-    kinds = ((OutputKind.SEG, send.seg), (OutputKind.SR, send.sr), (OutputKind.SC, send.sc))
+    kinds = (
+        (OutputKind.SEG, send.seg),
+        (OutputKind.SR, send.sr),
+        (OutputKind.SC, send.sc),
+        (OutputKind.KOS, send.kos),
+    )
     return {kind for kind, on in kinds if on}
 
 
@@ -74,6 +79,7 @@ def build_objects(result: PipelineResult, destinations: list[Destination]) -> li
             seg=not group or any(d.send.seg for d in group),
             sr=not group or any(d.send.sr for d in group),
             sc=any(d.send.sc for d in group),
+            kos=any(d.send.kos for d in group),
             not_evaluated_sr=not group or any(d.send.not_evaluated_sr for d in group),
             omit_empty_frames=plan.omit_empty_frames if plan is not None else False,
         )

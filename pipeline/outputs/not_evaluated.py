@@ -15,20 +15,12 @@ import logging
 import highdicom as hd
 from highdicom.sr.templates import DEFAULT_LANGUAGE
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
-from pipeline.outputs.common import (
+from pipeline.outputs.identity import (
     MANUFACTURER,
     RESEARCH_USE_ONLY,
-    SERIES_NUMBERS,
+    ResultIdentity,
     algorithm_identification,
-    contributing_equipment,
-    device_serial_number,
-    is_demo,
-    model_name,
-    series_description,
-    software_versions,
-    stamp_identity,
     with_patient_study,
 )
 from pipeline.outputs.text import (
@@ -81,7 +73,12 @@ def build_not_evaluated_sr(
         CompletionFlag COMPLETE, VerificationFlag UNVERIFIED.
     """
     model: ModelInfo | None = result.classification_model or result.segmentation_model
-    demo = is_demo(result.classification_model, result.segmentation_model)
+    identity = ResultIdentity(
+        "not_evaluated_sr",
+        model,
+        (result.classification_model, result.segmentation_model),
+        software_version,
+    )
     reference = with_patient_study(result.reference, result.reference)
 
     finding = text_item(codes.DCM.Finding, not_evaluated_sentence(result))
@@ -102,7 +99,7 @@ def build_not_evaluated_sr(
                 models_sentence(result.classification_model, result.segmentation_model),
             )
         )
-    if demo:
+    if identity.demo:
         notes.append(
             text_item(codes.DCM.Comment, "DEMO MODEL: made by a demo bundle (synthetic phantoms).")
         )
@@ -128,23 +125,12 @@ def build_not_evaluated_sr(
     sr = hd.sr.ComprehensiveSR(
         evidence=[reference],
         content=root,
-        series_instance_uid=str(generate_uid()),
-        series_number=SERIES_NUMBERS["not_evaluated_sr"],
-        sop_instance_uid=str(generate_uid()),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=series_description("SR - NOT EVALUATED", demo=demo),
-        manufacturer_model_name=model_name(model),
-        software_versions=software_versions(model, software_version)[0],
-        device_serial_number=device_serial_number(model),
-        contributing_equipment=contributing_equipment(
-            [result.classification_model, result.segmentation_model], software_version
-        ),
+        **identity.sop_arguments(),
     )
-    stamp_identity(sr, result.reference, model=model, software_version=software_version)
+    identity.stamp(sr, result.reference)
     logger.info(
         "built not-evaluated SR %s for study %s (%s)",
         sr.SOPInstanceUID,

@@ -8,20 +8,13 @@ import highdicom as hd
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from pipeline.errors import PipelineError
-from pipeline.outputs.common import (
-    MANUFACTURER,
+from pipeline.outputs.identity import (
     RESEARCH_USE_ONLY,
-    SERIES_NUMBERS,
-    contributing_equipment,
-    device_serial_number,
+    ResultIdentity,
     is_demo,
-    model_name,
-    series_description,
-    software_versions,
-    stamp_identity,
     with_patient_study,
 )
 from pipeline.outputs.render import RED, YELLOW, TextLine, render_overlay
@@ -91,30 +84,19 @@ def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage
         volume.pixels[caudate.index], segmentation.mask[caudate.index], result_lines(result, header)
     )
     model = result.classification_model
-    demo = is_demo(model, result.segmentation_model)
+    identity = ResultIdentity("sc", model, (model, result.segmentation_model), software_version)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=header,
         pixel_array=pixels,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=str(generate_uid()),
-        series_number=SERIES_NUMBERS["sc"],
-        sop_instance_uid=str(generate_uid()),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         patient_orientation=(
             patient_orientation(volume.row_cosine),
             patient_orientation(volume.column_cosine),
         ),
         transfer_syntax_uid=ExplicitVRLittleEndian,
-        contributing_equipment=contributing_equipment(
-            [model, result.segmentation_model], software_version
-        ),
-        series_description=series_description("SC", demo=demo),
-        manufacturer_model_name=model_name(model),
-        software_versions=software_versions(model, software_version)[0],
-        device_serial_number=device_serial_number(model),
+        **identity.sop_arguments(),
     )
     source = Dataset()
     source.ReferencedSOPClassUID = header.SOPClassUID
@@ -124,9 +106,9 @@ def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage
     sc.ImageLaterality = "U"  # the liver is unpaired (dciodvfy asks for Laterality otherwise)
     sc.DerivationDescription = (
         "Caudate-level slice with AI liver outline and result text"
-        + (" - DEMO MODEL" if demo else "")
+        + (" - DEMO MODEL" if identity.demo else "")
         + f" - {RESEARCH_USE_ONLY}"
     )
-    stamp_identity(sc, result.reference, model=model, software_version=software_version)
+    identity.stamp(sc, result.reference)
     logger.info("built SC %s of slice %s", sc.SOPInstanceUID, caudate.sop_instance_uid)
     return sc

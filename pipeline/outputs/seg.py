@@ -11,16 +11,10 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from pipeline.errors import PipelineError
-from pipeline.outputs.common import (
+from pipeline.outputs.identity import (
     MANUFACTURER,
     RESEARCH_USE_ONLY,
-    SERIES_NUMBERS,
-    contributing_equipment,
-    device_serial_number,
-    model_name,
-    series_description,
-    software_versions,
-    stamp_identity,
+    ResultIdentity,
     with_patient_study,
 )
 from pipeline.results import EvaluatedResult, ModelInfo
@@ -113,7 +107,7 @@ def build_seg(
             f"the liver mask shape {mask.shape} does not match the series shape {volume.shape}",
         )
     model = result.segmentation_model
-    demo = model is not None and model.demo
+    identity = ResultIdentity("seg", model, (model,), software_version)
     sources = [with_patient_study(h, result.reference) for h in volume.headers]
     omit = bool(omit_empty_frames and mask.any())
     description = "AI liver segmentation - " + RESEARCH_USE_ONLY
@@ -122,21 +116,12 @@ def build_seg(
         pixel_array=mask,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[liver_segment_description(model)],
-        series_instance_uid=str(generate_uid()),
-        series_number=SERIES_NUMBERS["seg"],
-        sop_instance_uid=str(generate_uid()),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=model_name(model),
-        software_versions=software_versions(model, software_version)[0],
-        device_serial_number=device_serial_number(model),
         content_label="LIVER_AI",
-        content_description=f"DEMO MODEL {description}" if demo else description,
+        content_description=f"DEMO MODEL {description}" if identity.demo else description,
         omit_empty_frames=omit,
-        series_description=series_description("SEG", demo=demo),
-        contributing_equipment=contributing_equipment([model], software_version),
+        **identity.sop_arguments(),
     )
-    stamp_identity(seg, result.reference, model=model, software_version=software_version)
+    identity.stamp(seg, result.reference)
     logger.info(
         "built SEG %s for series %s: %d of %d frames",
         seg.SOPInstanceUID,

@@ -10,20 +10,14 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from pipeline.errors import PipelineError
-from pipeline.outputs.common import (
-    MANUFACTURER,
+from pipeline.outputs.identity import (
     RESEARCH_USE_ONLY,
-    SERIES_NUMBERS,
+    ResultIdentity,
     algorithm_identification,
-    contributing_equipment,
-    device_serial_number,
     is_demo,
-    model_name,
-    series_description,
-    software_versions,
-    stamp_identity,
     with_patient_study,
 )
+from pipeline.outputs.outline import liver_outline
 from pipeline.outputs.seg import LIVER_SEGMENT_NUMBER
 from pipeline.outputs.text import (
     QUALITATIVE_EVALUATIONS,
@@ -33,18 +27,29 @@ from pipeline.outputs.text import (
     slice_sentence,
     text_item,
 )
-from pipeline.results import Classification, EvaluatedResult, ModelInfo
+from pipeline.results import Classification, EvaluatedResult
 
 logger = logging.getLogger(__name__)
 
-#: DCM 122157. PS3.16 gives its meaning as "Probability" (not "Probability of cancer", 111047).
-PROBABILITY = hd.sr.CodedConcept(value="122157", scheme_designator="DCM", meaning="Probability")
-UNITLESS = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
+#: DCM 122157 "Probability", with a Code Meaning that says of what: viewers (OHIF) label a NUM
+#: by its concept's Code Meaning alone, so "Probability" next to a liver outline says too little.
+PROBABILITY_OF_CIRRHOSIS = hd.sr.CodedConcept(
+    value="122157", scheme_designator="DCM", meaning="Probability of cirrhosis"
+)
+#: The probability is written in percent: viewers print a NUM as "<value> <unit code>", and
+#: "87.35 %" reads well where "0.87 1" (UCUM "1", no units) does not.
+PERCENT = hd.sr.CodedConcept(value="%", scheme_designator="UCUM", meaning="percent")
 SQUARE_MILLIMETER = hd.sr.CodedConcept(value="mm2", scheme_designator="UCUM", meaning="mm2")
 MILLILITER = hd.sr.CodedConcept(value="ml", scheme_designator="UCUM", meaning="ml")
 CIRRHOSIS = codes.SCT.CirrhosisOfLiver  # SCT 19943007
 PRESENT = codes.SCT.Present  # SCT 52101004
 ABSENT = codes.SCT.Absent  # SCT 272519000
+#: The outline's graphic type. 2D SCOORD has no POLYGON (PS3.3 C.18.6.1.2: POINT, MULTIPOINT,
+#: POLYLINE, CIRCLE, ELLIPSE; POLYGON exists only for SCOORD3D): a closed polygon is a POLYLINE
+#: whose last vertex repeats the first. OHIF 3.13 draws it (checked in tests/integration/
+#: test_ohif_viewer.py).
+OUTLINE_GRAPHIC_TYPE = hd.sr.GraphicTypeValues.POLYLINE
+TRACKING_IDENTIFIER = "Liver"
 
 
 def _classification_parameters(classification: Classification) -> list[str]:
@@ -55,75 +60,88 @@ def _classification_parameters(classification: Classification) -> list[str]:
     ]
 
 
-def finding_group(
-    classification: Classification, model: ModelInfo, caudate_image: Dataset
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 image-level group: Cirrhosis of liver Present/Absent with its probability."""
-    algorithm = algorithm_identification(model, _classification_parameters(classification))
-    probability = hd.sr.Measurement(
-        name=PROBABILITY,
-        value=float(classification.probability),
-        unit=UNITLESS,
+def caudate_group(
+    result: EvaluatedResult,
+    tracking_uid: str,
+    caudate_image: Dataset,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410 planar ROI group on the caudate-level slice: the result a viewer draws.
+
+    The region is the liver outline on that slice (a closed SCOORD polyline on the image); the
+    group holds the finding "Cirrhosis of liver" Present/Absent (TID 1410 row 13), the
+    probability of cirrhosis in percent from the classifier (the group's TID 4019) and the
+    liver area on the slice from the segmentation (its own TID 4019 on the measurement).
+    """
+    assert result.classification_model is not None
+    assert result.segmentation_model is not None
+    classification = result.classification
+    outline = liver_outline(result.segmentation.mask[result.caudate.index])
+    region = hd.sr.ImageRegion(
+        graphic_type=OUTLINE_GRAPHIC_TYPE,
+        graphic_data=outline,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(caudate_image),
     )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    area = hd.sr.Measurement(
+        name=codes.SCT.Area,
+        value=float(result.caudate.liver_area_mm2),
+        unit=SQUARE_MILLIMETER,
+        algorithm_id=algorithm_identification(result.segmentation_model),
+    )
+    probability = hd.sr.Measurement(
+        name=PROBABILITY_OF_CIRRHOSIS,
+        value=100.0 * float(classification.probability),
+        unit=PERCENT,
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=str(generate_uid()), identifier="Cirrhosis classification"
+            uid=tracking_uid, identifier=TRACKING_IDENTIFIER
         ),
+        referenced_region=region,
         finding_type=CIRRHOSIS,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Liver)],
-        algorithm_id=algorithm,
-        measurements=[probability],
+        algorithm_id=algorithm_identification(
+            result.classification_model, _classification_parameters(classification)
+        ),
+        measurements=[area, probability],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 name=CIRRHOSIS, value=PRESENT if classification.present else ABSENT
             )
         ],
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(caudate_image)],
     )
 
 
-def liver_group(
-    result: EvaluatedResult, seg: Dataset | None, model: ModelInfo, caudate_image: Dataset
+def volume_group(
+    result: EvaluatedResult, seg: Dataset | None, tracking_uid: str
 ) -> (
     hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     | hd.sr.MeasurementsAndQualitativeEvaluations
 ):
-    """Liver area on the caudate-level slice and liver volume.
+    """The liver volume, in the caudate group's tracked finding (same Tracking UID).
 
-    With a SEG: a TID 1411 group on its liver segment (sharing the segment's Tracking UID).
-    Without one (a destination that takes the SR but not the SEG): a TID 1501 group with finding
-    type Liver, so the report never points at an object the PACS does not have.
+    With a SEG: a TID 1411 group on its liver segment. Without one (a destination that takes the
+    SR but not the SEG): a TID 1501 group with finding type Liver, so the report never points at
+    an object the PACS does not have. Sharing the Tracking UID makes it one tracked finding with
+    the caudate group: viewers that merge groups by Tracking UID (OHIF) show the volume beside
+    the outline instead of failing on a group without image coordinates.
     """
-    assert result.segmentation is not None
-    assert result.caudate is not None
-    assert result.volume is not None
-    area = hd.sr.Measurement(
-        name=codes.SCT.Area,
-        value=float(result.caudate.liver_area_mm2),
-        unit=SQUARE_MILLIMETER,
-        referenced_images=[hd.sr.SourceImageForMeasurement.from_source_image(caudate_image)],
-    )
+    assert result.segmentation_model is not None
     volume = hd.sr.Measurement(
         name=codes.SCT.Volume,
         value=float(result.segmentation.volume_ml),
         unit=MILLILITER,
     )
+    tracking = hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=TRACKING_IDENTIFIER)
+    algorithm = algorithm_identification(result.segmentation_model)
     if seg is None:
         return hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=str(generate_uid()), identifier="Liver segmentation"
-            ),
+            tracking_identifier=tracking,
             finding_type=codes.SCT.Liver,
             finding_category=codes.SCT.AnatomicalStructure,
-            algorithm_id=algorithm_identification(model),
-            measurements=[area, volume],
+            algorithm_id=algorithm,
+            measurements=[volume],
         )
-    segment = seg.SegmentSequence[LIVER_SEGMENT_NUMBER - 1]
-    tracking_uid = str(segment.get("TrackingUID") or generate_uid())
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier="Liver segmentation"
-        ),
+        tracking_identifier=tracking,
         referenced_segment=hd.sr.ReferencedSegment(
             sop_class_uid=str(seg.SOPClassUID),
             sop_instance_uid=str(seg.SOPInstanceUID),
@@ -132,13 +150,12 @@ def liver_group(
         ),
         finding_type=codes.SCT.Liver,
         finding_category=codes.SCT.AnatomicalStructure,
-        algorithm_id=algorithm_identification(model),
-        measurements=[area, volume],
+        algorithm_id=algorithm,
+        measurements=[volume],
     )
 
 
 def _notes(result: EvaluatedResult, caudate_image: Dataset) -> list[hd.sr.TextContentItem]:
-    assert result.classification is not None
     classification = result.classification
     notes = [
         text_item(codes.DCM.Finding, finding_sentence(classification)),
@@ -182,12 +199,14 @@ def build_sr(
     """Build the TID 1500 Imaging Measurement Report of an evaluated result.
 
     Content: observer context = device (TID 1004); procedure reported LOINC 25056-3; the caudate
-    slice in the image library (TID 1600); a TID 1501 group with "Cirrhosis of liver" Present/
-    Absent and its probability (DCM 122157, UCUM "1") from the classification algorithm (TID 4019);
-    a TID 1411 group referencing the SEG's liver segment with the liver area on the caudate slice
-    (SCT 42798000, mm2) and the liver volume (SCT 118565006, ml) (a TID 1501 group when there is
-    no SEG); and a Qualitative Evaluations
-    container (TID 1500 row 12) with plain-text statements of the finding, slice and models.
+    slice in the image library (TID 1600); a TID 1410 planar ROI group on the caudate slice with
+    the liver outline (closed SCOORD polyline), "Cirrhosis of liver" Present/Absent, the
+    probability of cirrhosis (DCM 122157, in %) and the liver area on the slice (SCT 42798000,
+    mm2); a TID 1411 group referencing the SEG's liver segment with the liver volume (SCT
+    118565006, ml) (a TID 1501 group when there is no SEG), in the same tracked finding (one
+    Tracking UID, the SEG segment's); and a Qualitative Evaluations container (TID 1500 row 12)
+    with plain-text statements of the finding, slice and models. Every measurement group thus
+    belongs to a tracked finding that has image coordinates, which viewers such as OHIF need.
 
     Parameters
     ----------
@@ -231,12 +250,17 @@ def build_sr(
             "the caudate-level slice index does not point at its SOP Instance UID in the series",
         )
     caudate_image = with_patient_study(header, result.reference)
+    # one tracked finding, the liver: the SEG segment's Tracking UID when there is a SEG
+    tracking_uid = str(generate_uid())
+    if seg is not None:
+        segment = seg.SegmentSequence[LIVER_SEGMENT_NUMBER - 1]
+        tracking_uid = str(segment.get("TrackingUID") or tracking_uid)
     report = hd.sr.MeasurementReport(
         observation_context=device_observation_context(cls_model),
         procedure_reported=codes.LN.MRIUnspecifiedBodyRegion,
         imaging_measurements=[
-            finding_group(classification, cls_model, caudate_image),
-            liver_group(result, seg, seg_model, caudate_image),
+            caudate_group(result, tracking_uid, caudate_image),
+            volume_group(result, seg, tracking_uid),
         ],
         referenced_images=[caudate_image],
     )
@@ -245,25 +269,16 @@ def build_sr(
     )
     container.ContentSequence = hd.sr.ContentSequence(_notes(result, caudate_image))
     report[0].ContentSequence.append(container)
-    demo = is_demo(cls_model, seg_model)
+    identity = ResultIdentity("sr", cls_model, (cls_model, seg_model), software_version)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[caudate_image] if seg is None else [caudate_image, seg],
         content=report[0],
-        series_instance_uid=str(generate_uid()),
-        series_number=SERIES_NUMBERS["sr"],
-        sop_instance_uid=str(generate_uid()),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=series_description("SR", demo=demo),
-        manufacturer_model_name=model_name(cls_model),
-        software_versions=software_versions(cls_model, software_version)[0],
-        device_serial_number=device_serial_number(cls_model),
-        contributing_equipment=contributing_equipment([cls_model, seg_model], software_version),
+        **identity.sop_arguments(),
     )
-    stamp_identity(sr, result.reference, model=cls_model, software_version=software_version)
+    identity.stamp(sr, result.reference)
     logger.info(
         "built SR %s referencing SEG %s (finding %s)",
         sr.SOPInstanceUID,

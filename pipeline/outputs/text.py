@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from pipeline.outputs.common import MANUFACTURER, device_serial_number, device_uid, model_name
+from pipeline.outputs.identity import MANUFACTURER, device_serial_number, device_uid, model_name
 from pipeline.results import Classification, ModelInfo
 
 #: TID 1500 row 12: container of free-text / coded qualitative evaluations of the whole report.
@@ -23,20 +23,23 @@ def text_item(name: Code | hd.sr.CodedConcept, value: str) -> hd.sr.TextContentI
     )
 
 
+def device_observer(model: ModelInfo | None) -> hd.sr.ObserverContext:
+    """TID 1002 observer context: the agent running ``model`` as a device (TID 1004)."""
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device_uid(model),
+            name=MANUFACTURER,
+            manufacturer_name=MANUFACTURER,
+            model_name=model_name(model),
+            serial_number=device_serial_number(model),
+        ),
+    )
+
+
 def device_observation_context(model: ModelInfo | None) -> hd.sr.ObservationContext:
     """TID 1001 observation context whose observer is the agent running ``model`` (TID 1004)."""
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device,
-            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=device_uid(model),
-                name=MANUFACTURER,
-                manufacturer_name=MANUFACTURER,
-                model_name=model_name(model),
-                serial_number=device_serial_number(model),
-            ),
-        )
-    )
+    return hd.sr.ObservationContext(observer_device_context=device_observer(model))
 
 
 def finding_sentence(classification: Classification) -> str:

@@ -202,13 +202,13 @@ class OrthancProcess:
         return out
 
     def agent_results(self, study_id: str) -> dict[str, list[dict[str, Any]]]:
-        """The agent's series in a study by kind: ``SEG``, ``SR``, and ``SC`` (a Secondary
+        """The agent's series in a study by kind: ``SEG``, ``SR``, ``KO`` and ``SC`` (a Secondary
         Capture with Modality MR, recognised by the manufacturer the agent writes)."""
         kinds: dict[str, list[dict[str, Any]]] = {}
         for series in self.series(study_id):
             tags = series["MainDicomTags"]
             modality = tags.get("Modality", "")
-            if modality in ("SEG", "SR"):
+            if modality in ("SEG", "SR", "KO"):
                 kinds.setdefault(modality, []).append(series)
             elif tags.get("Manufacturer") == AGENT_MANUFACTURER:
                 kinds.setdefault("SC", []).append(series)

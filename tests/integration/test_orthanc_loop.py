@@ -125,15 +125,19 @@ def check_evaluated_results(
     sr = hd.sr.Comprehensive3DSR.from_dataset(sr_ds)
     report = sr.content
     assert isinstance(report, hd.sr.MeasurementReport)
-    (group,) = report.get_image_measurement_groups()
+    # the finding is in the TID 1410 group on the caudate slice; probability in percent
+    (group,) = report.get_planar_roi_measurement_groups()
     (evaluation,) = group.get_qualitative_evaluations(name=codes.SCT.CirrhosisOfLiver)
     (probability,) = group.get_measurements(name=PROBABILITY)
-    assert probability.value == pytest.approx(job["probability"], rel=1e-6)
+    assert probability.value == pytest.approx(100 * job["probability"], rel=1e-6)
     present = evaluation.value == codes.SCT.Present
     assert present == (job["label"] == "cirrhosis")
     assert present == (job["probability"] >= job["details"]["threshold"])
-    (source,) = group.source_images
-    assert source.referenced_sop_instance_uid == job["slice_sop_instance_uid"]
+    assert group.roi is not None
+    (source,) = group.roi.ContentSequence
+    assert (
+        source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (job["slice_sop_instance_uid"])
+    )
 
     for modality, kind in (("SEG", "seg"), ("SR", "sr")):
         uids = qido_series(orthanc, study.study_instance_uid, modality)

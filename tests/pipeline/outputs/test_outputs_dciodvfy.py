@@ -57,7 +57,9 @@ CASES = [
     ("demo-whole-sc", _demo_whole, OutputOptions(sc=True), {"seg", "sr", "sc"}),
     ("descending-512", _descending_512, OutputOptions(sc=True), {"seg", "sr", "sc"}),
     ("sr-without-seg", _positive, OutputOptions(seg=False, sc=True), {"sr", "sc"}),
-    ("not-evaluated", _not_evaluated, OutputOptions(sc=True), {"not_evaluated_sr"}),
+    ("all-with-kos", _demo_whole, OutputOptions(sc=True, kos=True), {"seg", "sr", "sc", "kos"}),
+    ("kos-only", _negative, OutputOptions(seg=False, sr=False, kos=True), {"kos"}),
+    ("not-evaluated", _not_evaluated, OutputOptions(sc=True, kos=True), {"not_evaluated_sr"}),
 ]
 
 

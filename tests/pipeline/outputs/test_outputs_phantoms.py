@@ -78,11 +78,12 @@ def test_phantom_study_outputs(
     sr = hd.sr.srread(paths[1])
     report = sr.content
     assert isinstance(report, hd.sr.MeasurementReport)
-    (group,) = report.get_image_measurement_groups()
+    # the finding is in the TID 1410 group on the caudate slice; probability in percent
+    (group,) = report.get_planar_roi_measurement_groups()
     (evaluation,) = group.get_qualitative_evaluations(name=codes.SCT.CirrhosisOfLiver)
     assert evaluation.value == (codes.SCT.Present if cirrhotic else codes.SCT.Absent)
     (prob,) = group.get_measurements(name=hd.sr.CodedConcept("122157", "DCM", "Probability"))
-    assert prob.value == pytest.approx(probability)
+    assert prob.value == pytest.approx(100 * probability)
     (liver,) = report.get_volumetric_roi_measurement_groups()
     (volume_ml,) = liver.get_measurements(name=codes.SCT.Volume)
     assert phantom.liver_volume_ml is not None

@@ -10,7 +10,7 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from pipeline.outputs import OutputOptions, build_outputs, build_seg, write_outputs
-from pipeline.outputs.common import agent_version
+from pipeline.outputs.identity import agent_version
 from pipeline.outputs.seg import source_frame_numbers
 from pipeline.results import PipelineResult
 from tests.pipeline.outputs.synthetic_mr import ellipse_mask, make_mr_series, make_result

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.outputs import OutputOptions, ResultObject, build_outputs, write_outputs
-from pipeline.outputs.common import PATIENT_STUDY_KEYWORDS
+from pipeline.outputs.identity import PATIENT_STUDY_KEYWORDS
 from tests.pipeline.outputs.synthetic_mr import (
     make_mr_series,
     make_not_evaluated,

@@ -1,10 +1,15 @@
-"""What every result object shares: series numbers, descriptions, equipment, patient/study data."""
+"""The identity every result object shares: the equipment that made it (manufacturer, model,
+software versions, contributing equipment), the new series it opens (number, description, UIDs),
+and the patient/study attributes copied from the source (PS3.3 C.7.1.1, C.7.2.1, C.7.3.1,
+C.7.5.1, C.12.1)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -20,7 +25,22 @@ MANUFACTURER = "liver-agent"
 RESEARCH_USE_ONLY = "RESEARCH USE ONLY"
 
 #: Series numbers of the result series, chosen far from the scanners' usual 1..~100 (and 1000s).
-SERIES_NUMBERS: dict[str, int] = {"seg": 9901, "sr": 9902, "not_evaluated_sr": 9902, "sc": 9903}
+SERIES_NUMBERS: dict[str, int] = {
+    "seg": 9901,
+    "sr": 9902,
+    "not_evaluated_sr": 9902,
+    "sc": 9903,
+    "kos": 9904,
+}
+
+#: Series Description label of each kind, shown after "AI Liver".
+SERIES_LABELS: dict[str, str] = {
+    "seg": "SEG",
+    "sr": "SR",
+    "not_evaluated_sr": "SR - NOT EVALUATED",
+    "sc": "SC",
+    "kos": "KEY IMAGE",
+}
 
 #: Patient (C.7.1.1) and General Study (C.7.2.1) attributes copied from the source to every output.
 #: All are Type 2 in the IODs we write: an attribute the source lacks is written empty.
@@ -203,3 +223,90 @@ def stamp_identity(
     dataset.ManufacturerModelName = model_name(model)
     dataset.SoftwareVersions = software_versions(model, software_version)
     dataset.DeviceSerialNumber = device_serial_number(model)
+
+
+def _new_uid() -> str:
+    return str(generate_uid())
+
+
+@dataclass(frozen=True)
+class ResultIdentity:
+    """Who made one result object and the new series it opens, set once for every builder.
+
+    highdicom's ``SOPClass`` writes the modules all objects share (General Series, General
+    Equipment, SOP Common, Contributing Equipment) from one set of constructor arguments; this
+    object is that set, so the SEG, SR, SC, KOS and "not evaluated" SR builders pass
+    ``**identity.sop_arguments()`` instead of repeating ten arguments each, and
+    :meth:`stamp` finishes what highdicom leaves out.
+
+    Attributes
+    ----------
+    kind
+        The output kind (a key of :data:`SERIES_NUMBERS`): series number and description.
+    device
+        The model whose bundle is named as the device (Manufacturer's Model Name, Device Serial
+        Number, first Software Versions value); None names liver-agent alone.
+    models
+        Every model that contributed: one Contributing Equipment item each, and "DEMO" leads the
+        series description when any of them is a demo bundle.
+    software_version
+        The liver-agent version.
+    series_instance_uid, sop_instance_uid
+        Fresh UIDs of the new series and instance.
+    """
+
+    kind: str
+    device: ModelInfo | None
+    models: tuple[ModelInfo | None, ...]
+    software_version: str
+    series_instance_uid: str = field(default_factory=_new_uid)
+    sop_instance_uid: str = field(default_factory=_new_uid)
+
+    def __post_init__(self) -> None:
+        if self.kind not in SERIES_NUMBERS:
+            raise ValueError(f"kind must be one of {sorted(SERIES_NUMBERS)}, not {self.kind!r}")
+
+    @property
+    def demo(self) -> bool:
+        """True when a demo bundle contributed."""
+        return is_demo(*self.models)
+
+    @property
+    def series_number(self) -> int:
+        return SERIES_NUMBERS[self.kind]
+
+    @property
+    def series_description(self) -> str:
+        """E.g. ``"DEMO AI Liver SR - RESEARCH USE ONLY"``."""
+        return series_description(SERIES_LABELS[self.kind], demo=self.demo)
+
+    def sop_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of a highdicom SOP class constructor: series, instance, equipment.
+
+        Software Versions gets the bundle version here (highdicom takes one value) and both
+        values in :meth:`stamp`.
+        """
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "series_number": self.series_number,
+            "sop_instance_uid": self.sop_instance_uid,
+            "instance_number": 1,
+            "manufacturer": MANUFACTURER,
+            "manufacturer_model_name": model_name(self.device),
+            "software_versions": software_versions(self.device, self.software_version)[0],
+            "device_serial_number": device_serial_number(self.device),
+            "series_description": self.series_description,
+            "contributing_equipment": contributing_equipment(self.models, self.software_version),
+        }
+
+    def stamp(self, dataset: Dataset, reference: Dataset) -> None:
+        """Set the equipment attributes and check the patient/study ones of a built object.
+
+        Raises
+        ------
+        PipelineError
+            ``output_encoding`` when the object belongs to another study than ``reference``.
+        """
+        stamp_identity(
+            dataset, reference, model=self.device, software_version=self.software_version
+        )

@@ -13,7 +13,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from pipeline.errors import PipelineError
-from pipeline.outputs.common import agent_version
+from pipeline.outputs.identity import agent_version
+from pipeline.outputs.kos import build_kos
 from pipeline.outputs.not_evaluated import build_not_evaluated_sr
 from pipeline.outputs.sc import build_sc
 from pipeline.outputs.seg import build_seg
@@ -22,7 +23,7 @@ from pipeline.results import PipelineResult
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("seg", "sr", "sc", "not_evaluated_sr")
+KINDS = ("seg", "sr", "sc", "kos", "not_evaluated_sr")
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,10 @@ class OutputOptions:
 
     Attributes
     ----------
-    seg, sr, sc
-        Make the SEG, the TID 1500 SR (which references the SEG when both are made) and the
-        Secondary Capture for evaluated studies.
+    seg, sr, sc, kos
+        Make the SEG, the TID 1500 SR (which references the SEG when both are made), the
+        Secondary Capture and the Key Object Selection (the caudate-level slice as key image)
+        for evaluated studies.
     not_evaluated_sr
         Make the "not evaluated" SR for studies the pipeline could not evaluate.
     omit_empty_frames
@@ -43,6 +45,7 @@ class OutputOptions:
     seg: bool = True
     sr: bool = True
     sc: bool = False
+    kos: bool = False
     not_evaluated_sr: bool = True
     omit_empty_frames: bool = False
 
@@ -51,7 +54,7 @@ class OutputOptions:
 class ResultObject:
     """One result object ready to send: its kind and its dataset (with file meta)."""
 
-    kind: str  # "seg" | "sr" | "sc" | "not_evaluated_sr"
+    kind: str  # one of KINDS
     dataset: Dataset
 
     def __post_init__(self) -> None:
@@ -80,7 +83,7 @@ def build_outputs(
     """Build the result objects of a pipeline result.
 
     Evaluated: SEG, SR (referencing the SEG's liver segment; without the SEG option the SR
-    carries the liver measurements in an image-level group instead) and SC as ``options`` say.
+    carries the liver volume in an image-level group instead), SC and KOS as ``options`` say.
     Not evaluated: the "not evaluated" SR when ``options.not_evaluated_sr``. Every object gets
     fresh UIDs.
 
@@ -124,6 +127,8 @@ def build_outputs(
             objects.append(ResultObject("sr", build_sr(result, seg, software_version=version)))
         if options.sc:
             objects.append(ResultObject("sc", build_sc(result, software_version=version)))
+        if options.kos:
+            objects.append(ResultObject("kos", build_kos(result, software_version=version)))
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise PipelineError(
             "output_encoding",
