@@ -15,11 +15,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import jobs, queries
-from storage.models import EventKind, Instance, Job, Series, Study, utcnow
+from storage.models import EventKind, utcnow
 from storage.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def clean_spool(
     studies = files = size = 0
     for study_id in candidates:
         with sessions.begin() as session:
-            session.scalars(select(Study).where(Study.id == study_id).with_for_update()).one()
+            queries.lock_study(session, study_id)
             if study_id not in queries.studies_past_retention(session, cutoff=cutoff):
                 continue  # something arrived or a job was retried meanwhile
             removed, removed_bytes, folders = _purge_study(session, spool, study_id, cutoff)
@@ -102,11 +101,7 @@ def clean_spool(
 def _purge_study(
     session: Session, spool: Spool, study_id: int, cutoff: dt.datetime
 ) -> tuple[int, int, set[Path]]:
-    rows = session.execute(
-        select(Instance.id, Instance.path, Instance.size_bytes)
-        .join(Series, Series.id == Instance.series_id)
-        .where(Series.study_id == study_id)
-    ).all()
+    rows = queries.study_instance_files(session, study_id)
     removed = removed_bytes = 0
     folders: set[Path] = set()
     for _, relative, size in rows:
@@ -121,12 +116,8 @@ def _purge_study(
             pass  # gone already: the row goes all the same
         removed += 1
         removed_bytes += int(size)
-    session.execute(delete(Instance).where(Instance.id.in_([r[0] for r in rows])))
-    session.execute(update(Series).where(Series.study_id == study_id).values(instance_count=0))
-    session.execute(update(Study).where(Study.id == study_id).values(instance_count=0))
-    newest = session.scalar(
-        select(Job.id).where(Job.study_id == study_id).order_by(Job.version.desc()).limit(1)
-    )
+    queries.forget_instances(session, study_id, [r[0] for r in rows])
+    newest = queries.latest_job_id(session, study_id)
     if newest is not None:
         jobs.add_event(
             session,

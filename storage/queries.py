@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.jobs import add_event
@@ -396,6 +396,29 @@ def series_count(session: Session, study_id: int) -> int:
 def latest_job_id(session: Session, study_id: int) -> int | None:
     """The newest job version of the study, if any."""
     return session.scalar(select(func.max(Job.id)).where(Job.study_id == study_id))
+
+
+def lock_study(session: Session, study_id: int) -> Study:
+    """The study row, held for this transaction (``FOR UPDATE`` on PostgreSQL; SQLite's
+    write lock is held from ``BEGIN IMMEDIATE`` already)."""
+    return session.scalars(select(Study).where(Study.id == study_id).with_for_update()).one()
+
+
+def study_instance_files(session: Session, study_id: int) -> list[tuple[int, str, int]]:
+    """(instance id, spool-relative path, size) of every recorded instance of the study."""
+    rows = session.execute(
+        select(Instance.id, Instance.path, Instance.size_bytes)
+        .join(Series, Series.id == Instance.series_id)
+        .where(Series.study_id == study_id)
+    ).all()
+    return [(int(i), str(p), int(n)) for i, p, n in rows]
+
+
+def forget_instances(session: Session, study_id: int, instance_ids: Sequence[int]) -> None:
+    """Drop instance rows whose files were deleted; the study and its series count zero."""
+    session.execute(delete(Instance).where(Instance.id.in_(list(instance_ids))))
+    session.execute(update(Series).where(Series.study_id == study_id).values(instance_count=0))
+    session.execute(update(Study).where(Study.id == study_id).values(instance_count=0))
 
 
 def spool_bytes(session: Session) -> int:

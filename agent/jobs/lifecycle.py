@@ -8,7 +8,8 @@ DESIGN.md, job states::
                   |-> done | not_evaluated              (result, nothing to deliver)
                   |-> failed                            (error with a code)
                   \\-> queued                           (worker's heartbeat stopped)
-    queued | running | delivering -> cancelled          (admin; queued also when superseded)
+    queued | running | delivering -> cancelled          (admin; queued or delivering also
+                                                         when a newer version supersedes it)
     failed | cancelled | done | not_evaluated -> queued        (retry: run again)
     failed | cancelled | done | not_evaluated | delivering -> delivering  (retry: send again)
 
@@ -46,7 +47,7 @@ class JobAction(StrEnum):
     CANCEL = "cancel"
     """An admin cancels a job that has not finished."""
     SUPERSEDE = "supersede"
-    """A newer version of the study's job replaces a queued one."""
+    """A newer version of the study's job replaces a queued one, or one not yet delivered."""
     RETRY = "retry"
     """An admin retries: run the job again, or send its results again."""
 
