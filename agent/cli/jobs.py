@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cli._common import (
     ConfigOption,
@@ -37,7 +38,8 @@ STATUS_STYLE = {
 }
 
 
-def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    """The database of ``settings`` (migrated to the head) for one CLI command."""
     engine = make_engine(
         settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
     )
