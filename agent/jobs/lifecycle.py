@@ -8,7 +8,7 @@ DESIGN.md, job states::
                   |-> done | not_evaluated              (result, nothing to deliver)
                   |-> failed                            (error with a code)
                   \\-> queued                           (worker's heartbeat stopped)
-    queued | running | delivering -> cancelled          (admin; queued or delivering also
+    queued | running | delivering -> cancelled          (admin; queued and delivering also
                                                          when a newer version supersedes it)
     failed | cancelled | done | not_evaluated -> queued        (retry: run again)
     failed | cancelled | done | not_evaluated | delivering -> delivering  (retry: send again)

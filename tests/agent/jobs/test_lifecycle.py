@@ -85,7 +85,7 @@ def test_the_table_is_the_design() -> None:
         (JobAction.CANCEL, S.RUNNING, S.CANCELLED),
         (JobAction.CANCEL, S.DELIVERING, S.CANCELLED),
         (JobAction.SUPERSEDE, S.QUEUED, S.CANCELLED),
-        (JobAction.SUPERSEDE, S.DELIVERING, S.CANCELLED),  # newer version before delivery
+        (JobAction.SUPERSEDE, S.DELIVERING, S.CANCELLED),  # a newer version before delivery
         *((JobAction.RETRY, s, S.QUEUED) for s in finished),
         *((JobAction.RETRY, s, S.DELIVERING) for s in (*finished, S.DELIVERING)),
     }
