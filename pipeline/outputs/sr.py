@@ -1,4 +1,11 @@
-"""Comprehensive 3D SR, TID 1500 Measurement Report: cirrhosis finding and liver measurements."""
+"""Comprehensive 3D SR, TID 1500 Measurement Report: cirrhosis finding and liver measurements.
+
+The caudate-level result is a TID 1410 planar ROI group whose region is an image SCOORD on the
+caudate slice: dciodvfy reports neither errors nor warnings for it. (The known dciodvfy failure
+of TID 1410 is a region given as a SEG frame reference: highdicom writes both Referenced Frame
+Number and Referenced Segment Number, "Shall not be present when ReferencedFrameNumber is
+present". This report does not use one: the SEG is referenced from the TID 1411 volume group.)
+"""
 
 from __future__ import annotations
 

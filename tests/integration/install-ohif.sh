@@ -9,7 +9,7 @@
 set -euo pipefail
 version="${1:?usage: install-ohif.sh VERSION SHA512-INTEGRITY}"
 integrity="${2:?usage: install-ohif.sh VERSION SHA512-INTEGRITY}"
-cache="${LIVER_AGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/liver-agent}"
+cache="${LIVER_AGENT_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/liver-agent}"
 target="$cache/ohif-$version"
 if [ -f "$target/dist/index.html" ]; then
   echo "$target/dist"

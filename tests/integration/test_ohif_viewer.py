@@ -54,6 +54,7 @@ SCREENSHOTS_ENV = "LIVER_AGENT_VIEWER_SCREENSHOTS"
 VIEWPORT = '[data-cy="viewport-pane"]'
 SLICE_OVERLAY = '[data-cy="viewport-overlay-bottom-right"]'
 SERIES = {"seg": "9901", "sr": "9902", "sc": "9903"}  # data-series of the study browser items
+NO_TOUR = "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"
 STEP_S = 30.0  # deadline of each step in the viewer (polled)
 
 
@@ -248,6 +249,8 @@ def test_ohif_shows_seg_sr_and_sc(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
+            # the onboarding tour would cover the viewport: mark it as shown already
+            page.add_init_script(NO_TOUR)
             console = Console(page)
             _check_viewer(
                 page,
