@@ -157,19 +157,23 @@ def _open_series(page: Page, series_number: str) -> None:
 
 
 def _go_to_instance(page: Page, instance_number: int, slices: int) -> None:
-    """Scroll the viewport (mouse wheel) until it shows ``instance_number``."""
+    """Scroll the viewport (mouse wheel) until it shows ``instance_number``; at either end of
+    the stack (the wheel moves no more) scroll the other way."""
     box = page.locator(VIEWPORT).bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     target = f"I:{instance_number} ("
-    for _ in range(2 * slices):
+    step = 120
+    for _ in range(3 * slices):
         text = _slice_text(page)
         if text.startswith(target):
             return
-        position = re.search(r"\((\d+)/(\d+)\)", text)
-        assert position is not None, text
-        page.mouse.wheel(0, 120)
-        poll(lambda before=text: _slice_text(page) != before, "the next slice")
+        assert re.search(r"\((\d+)/(\d+)\)", text), text
+        page.mouse.wheel(0, step)
+        try:
+            poll(lambda before=text: _slice_text(page) != before, "the next slice", 3.0)
+        except AssertionError:
+            step = -step  # an end of the stack
     raise AssertionError(f"scrolled through {slices} slices without reaching image {target}")
 
 
