@@ -21,6 +21,7 @@ from storage.models import (
     IngestProtocol,
     Instance,
     Job,
+    JobEvent,
     JobStatus,
     Series,
     Study,
@@ -487,3 +488,22 @@ def studies_past_retention(session: Session, *, cutoff: dt.datetime) -> Sequence
 
 
 _FINAL_STATUSES = [s for s in JobStatus if s.is_final]
+
+
+def study_images_deleted(session: Session, study_id: int) -> bool:
+    """Whether retention deleted the study's received images and none came again since."""
+    deleted = session.scalar(
+        select(JobEvent.id)
+        .join(Job, Job.id == JobEvent.job_id)
+        .where(Job.study_id == study_id, JobEvent.kind == EventKind.SPOOL_DELETED)
+        .limit(1)
+    )
+    if deleted is None:
+        return False
+    found = session.scalar(
+        select(Instance.id)
+        .join(Series, Series.id == Instance.series_id)
+        .where(Series.study_id == study_id)
+        .limit(1)
+    )
+    return found is None

@@ -27,7 +27,7 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from agent.errors import AgentError
-from storage import jobs
+from storage import jobs, queries
 from storage.models import Delivery, DeliveryStatus, EventKind, Job, JobStatus, utcnow
 
 
@@ -280,7 +280,8 @@ def retry(session: Session, job_id: int) -> str:
     Raises
     ------
     JobTransitionError
-        ``not_retryable`` for a queued or running job, or one whose deliveries are under way.
+        ``not_retryable`` for a queued or running job, or one whose deliveries are under way;
+        ``images_deleted`` to run a job again whose received images are gone (retention).
     """
     job = session.get_one(Job, job_id)
     if job.status in (_Q, _R):
@@ -305,6 +306,12 @@ def retry(session: Session, job_id: int) -> str:
     if deliveries:
         raise JobTransitionError(
             "not_retryable", f"job {job_id}: its deliveries are still under way"
+        )
+    if queries.study_images_deleted(session, job.study_id):
+        raise JobTransitionError(
+            "images_deleted",
+            f"job {job_id}: the study's received images were deleted after the retention "
+            "period (spool.retention_days); send the study again to run it again",
         )
     job.finished_at = None
     job.reason_code = job.reason = None

@@ -17,6 +17,8 @@ from sqlalchemy import func, select
 
 from agent.context import AgentContext, open_context
 from agent.http.app import create_app
+from agent.jobs import lifecycle
+from agent.jobs.lifecycle import JobTransitionError
 from agent.retention import clean_spool
 from storage.models import Instance, Job, JobEvent, JobStatus, Study, StudyStatus, utcnow
 from tests.agent.http_data import AUTH, processed_job, settings_for
@@ -149,3 +151,14 @@ def test_a_file_written_after_the_cutoff_is_kept(ctx: AgentContext) -> None:
     done = clean_spool(ctx.sessions, ctx.spool, 1.0)
     assert done.files == len(files) - 1
     assert _files(ctx, uid) == [fresh]
+
+
+def test_a_job_whose_images_are_gone_cannot_run_again(ctx: AgentContext) -> None:
+    job_id, _ = processed_job(ctx)
+    _age(ctx, job_id, 2 * DAY, JobStatus.FAILED)
+    assert clean_spool(ctx.sessions, ctx.spool, 1.0).studies == 1
+    with ctx.sessions.begin() as session, pytest.raises(JobTransitionError) as caught:
+        lifecycle.retry(session, job_id)
+    assert caught.value.code == "images_deleted"
+    with ctx.sessions() as session:
+        assert session.get_one(Job, job_id).status == JobStatus.FAILED
