@@ -234,8 +234,7 @@ class Ingestor:
         except InvalidUIDError as err:
             raise IngestError("invalid_uid", str(err), StoreStatus.CANNOT_UNDERSTAND) from err
 
-        self._check_series(uids["SeriesInstanceUID"], study_uid)
-        if self._already_stored(sop_uid):
+        if self._already_stored(sop_uid, uids["SeriesInstanceUID"], study_uid):
             self.metrics.instances_duplicate.labels(protocol).inc()
             logger.debug("duplicate instance %s acknowledged", sop_uid)
             return Received(sop_uid, sop_class, study_uid, True, len(part10))
@@ -278,17 +277,20 @@ class Ingestor:
             self.metrics.instances_received.labels(protocol).inc()
         return Received(sop_uid, sop_class, study_uid, pending.duplicate, staged.size)
 
-    def _check_series(self, series_uid: str, study_uid: str) -> None:
-        """Refuse, before anything is written, a series the database holds under another study
-        (the same check runs again, race-free, when the rows are recorded)."""
+    def _already_stored(self, sop_uid: str, series_uid: str, study_uid: str) -> bool:
+        """A duplicate is acknowledged without a write only if its file is really there.
+
+        Raises
+        ------
+        IngestError
+            ``series_in_other_study`` (0xC000) when the database holds the series under another
+            study: refused before anything is written (the same check runs again, race-free,
+            when the rows are recorded).
+        """
         with self.sessions() as session:
             owner = queries.study_of_series(session, series_uid)
-        if owner is not None and owner != study_uid:
-            raise _series_in_other_study(series_uid, study_uid)
-
-    def _already_stored(self, sop_uid: str) -> bool:
-        """A duplicate is acknowledged without a write only if its file is really there."""
-        with self.sessions() as session:
+            if owner is not None and owner != study_uid:
+                raise _series_in_other_study(series_uid, study_uid)
             known = queries.instance_file(session, sop_uid)
         if known is None:
             return False
