@@ -12,7 +12,7 @@ from pydicom import dcmread
 
 from pipeline.nifti_dicom import LPS_FROM_RAS, SliceOrder, write_nifti_as_dicom
 from pipeline.selection import select_t2_series
-from pipeline.study import scan_study
+from pipeline.study_headers import scan_study
 from pipeline.training.data import read_nifti
 from pipeline.volume import load_volume
 from tests.chaos import CHAOS, requires_chaos
