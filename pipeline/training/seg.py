@@ -33,6 +33,7 @@ from pipeline.training.loop import (
     training_device,
 )
 from pipeline.training.progress import TrainProgress
+from pipeline.training.seg_metrics import dice
 from pipeline.training.split import split_cases
 
 logger = logging.getLogger(__name__)
@@ -75,14 +76,6 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum()
     return 1.0 - (2.0 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
-
-
-def dice(pred: np.ndarray[Any, Any], truth: np.ndarray[Any, Any]) -> float:
-    """Dice of two binary masks; 1.0 when both are empty."""
-    total = int(pred.sum()) + int(truth.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
 def train_segmentation(
