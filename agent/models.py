@@ -1,6 +1,7 @@
 """Loads the two networks once per process, in the background, for the workers.
 
-With no bundle configured the DEMO bundle is built (first use only) and used.
+A task without a configured bundle uses its DEMO bundle (built on first use through
+:mod:`pipeline.demo_bundles`, the one door to the training code).
 """
 
 from __future__ import annotations
@@ -47,18 +48,25 @@ class ModelProvider:
             self._thread.start()
 
     def bundle_paths(self) -> tuple[Path, Path]:
-        """The configured bundles, or the demo bundle (built on first use)."""
-        if self.settings.segmentation is not None and self.settings.classification is not None:
-            return self.settings.segmentation, self.settings.classification
-        from pipeline.training.demo import ensure_demo_bundles
+        """The configured bundles; a task without one gets its DEMO bundle (built on first use)."""
+        from pipeline.demo_bundles import bundle_paths
 
-        logger.warning(
-            "no model bundle configured: using the DEMO bundle (synthetic training data, "
-            "not for clinical use); building it on first use under %s",
-            self.settings.cache_dir,
-        )
-        segmentation, classification = ensure_demo_bundles(self.settings.cache_dir, progress=False)
-        return Path(segmentation), Path(classification)
+        segmentation, classification = self.settings.segmentation, self.settings.classification
+        if segmentation is None or classification is None:
+            logger.warning(
+                "no %s bundle configured: using the DEMO bundle (synthetic training data, "
+                "evaluates only the project's phantom studies); building it on first use under %s",
+                " or ".join(
+                    task
+                    for task, path in (
+                        ("segmentation", segmentation),
+                        ("classification", classification),
+                    )
+                    if path is None
+                ),
+                self.settings.cache_dir,
+            )
+        return bundle_paths(segmentation, classification, self.settings.cache_dir)
 
     def _load(self) -> None:
         from pipeline.errors import PipelineError

@@ -147,7 +147,10 @@ class Device(StrEnum):
 
 
 class ModelSettings(_Group):
-    """The two networks. With no bundle configured the DEMO bundle is built and used."""
+    """The two networks. A task without a bundle uses its DEMO bundle (built on first use), which
+    evaluates only the project's phantom studies: set ``segmentation`` to a real bundle (e.g. from
+    ``liver-agent model build-chaos``) for SEGs of real studies, and ``classification`` to a
+    site-trained classifier for findings."""
 
     segmentation: Path | None = Field(default=None, description="segmentation bundle folder")
     classification: Path | None = Field(default=None, description="classification bundle folder")
@@ -158,14 +161,6 @@ class ModelSettings(_Group):
         ),
         description="where the demo bundle is built and kept",
     )
-
-    @model_validator(mode="after")
-    def _both_or_none(self) -> ModelSettings:
-        if (self.segmentation is None) != (self.classification is None):
-            raise ValueError(
-                "set both model.segmentation and model.classification, or neither (demo bundle)"
-            )
-        return self
 
 
 class PipelineSettings(_Group):

@@ -244,6 +244,11 @@ class Worker:
 def _summary(result: PipelineResult) -> str:
     if not result.evaluated:
         return f"not evaluated: {result.reason} ({result.reason_code})"
+    if result.classification is None:
+        return (
+            f"liver segmented, no finding (DEMO classifier on a real study) on slice "
+            f"{result.caudate.index} of series {result.selection.series_instance_uid}"
+        )
     return (
         f"{result.classification.label} (p={result.classification.probability:.3f}) on slice "
         f"{result.caudate.index} of series {result.selection.series_instance_uid}"
@@ -282,7 +287,7 @@ def _store_result(job: Job, result: PipelineResult) -> None:
         ]
     if result.segmentation is not None:
         job.liver_volume_ml = result.segmentation.volume_ml
-    if result.evaluated:
+    if result.evaluated and result.classification is not None:
         job.probability = result.classification.probability
         job.label = result.classification.label
         details["classification_mode"] = result.classification.mode

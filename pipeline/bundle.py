@@ -76,6 +76,11 @@ class InputSpec(_Strict):
         description="segmentation: 0 = the slice in every channel; 1 = channels are the slices "
         "below, at and above (2.5D, edge slices repeated)",
     )
+    flip_tta: bool = Field(
+        default=False,
+        description="segmentation: test-time augmentation, the mean of the logits of the slice "
+        "and of its left-right mirror image (mirrored back)",
+    )
 
 
 class ClassificationSpec(_Strict):

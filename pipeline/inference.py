@@ -141,7 +141,11 @@ class SegmentationModel(_Model):
             chunk = with_context(unit, spec.context, start, start + self.batch_size)
             chunk = chunk.to(self.device)
             batch = normalise_channels(resize(chunk, size), spec.normalisation, spec.channels)
-            yield start, self._forward(batch)
+            logits = self._forward(batch)
+            if spec.flip_tta:
+                mirrored = self._forward(torch.flip(batch, dims=(-1,)))
+                logits = (logits + torch.flip(mirrored, dims=(-1,))) / 2
+            yield start, logits
 
 
 class ClassificationModel(_Model):

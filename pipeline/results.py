@@ -130,6 +130,10 @@ class EvaluatedResult:
 
     ``evaluated`` is always True; with :class:`NotEvaluatedResult` it makes
     :data:`PipelineResult` a tagged union (``if result.evaluated:`` narrows it).
+
+    ``classification`` is None only when ``finding_withheld`` says why: a DEMO classifier met a
+    study that is not one of the project's phantoms (:mod:`pipeline.demo_scope`); the
+    segmentation still stands.
     """
 
     study_instance_uid: str
@@ -138,7 +142,8 @@ class EvaluatedResult:
     volume: Volume
     segmentation: LiverSegmentation
     caudate: CaudateSlice
-    classification: Classification
+    classification: Classification | None
+    finding_withheld: str | None = None
     segmentation_model: ModelInfo | None = None
     classification_model: ModelInfo | None = None
     timings: dict[str, float] = field(default_factory=dict)

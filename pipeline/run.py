@@ -12,6 +12,12 @@ from typing import Any
 
 from pipeline.bundle import load_bundle
 from pipeline.caudate import DEFAULT_FRACTION, caudate_slice
+from pipeline.demo_scope import (
+    DEMO_SEGMENTATION_REFUSED,
+    demo_finding_withheld,
+    demo_segmentation_refusal,
+    is_phantom_study,
+)
 from pipeline.errors import NotEvaluatedError
 from pipeline.inference import ClassificationModel, SegmentationModel
 from pipeline.results import (
@@ -80,6 +86,12 @@ def run_pipeline(
     4. localise: :func:`pipeline.caudate.caudate_slice`, the caudate-level slice;
     5. classify: the classification network on that slice and its liver mask.
 
+    DEMO bundles speak only about the project's own phantom studies
+    (:mod:`pipeline.demo_scope`): with a DEMO segmentation bundle any other study is not
+    evaluated (``demo_model_real_study``, the reason says how to get a real model); with a
+    DEMO classifier behind a real segmentation bundle the result is evaluated without a
+    finding (``classification`` None, ``finding_withheld`` says why).
+
     Parameters
     ----------
     study
@@ -95,8 +107,8 @@ def run_pipeline(
         :class:`~pipeline.results.EvaluatedResult` with every stage's result; or
         :class:`~pipeline.results.NotEvaluatedResult` with ``reason_code``/``reason`` from the
         stage that found the study cannot be evaluated (``no_axial_t2`` when no series
-        is eligible, ``liver_not_covered``, ``inconsistent_geometry``, ...) and whatever was
-        computed before it.
+        is eligible, ``liver_not_covered``, ``inconsistent_geometry``,
+        ``demo_model_real_study``, ...) and whatever was computed before it.
 
     Raises
     ------
@@ -111,22 +123,30 @@ def run_pipeline(
     segmentation: LiverSegmentation | None = None
     caudate: CaudateSlice | None = None
     classification: Classification | None = None
+    finding_withheld: str | None = None
     not_evaluated: NotEvaluatedError | None = None
     try:
         with _timed(timings, "select"):
             rules = load_rules(options.selection_rules) if options.selection_rules else None
             selection = select_t2_series(study, rules)
             series_uid = _chosen_series(selection)
+            series = study.series_by_uid(series_uid)
+            phantom = is_phantom_study(study.reference(), series.headers)
+            if models.segmentation.info.demo and not phantom:
+                raise NotEvaluatedError(DEMO_SEGMENTATION_REFUSED, demo_segmentation_refusal())
         with _timed(timings, "load"):
-            volume = load_volume(study.series_by_uid(series_uid))
+            volume = load_volume(series)
         with _timed(timings, "segment"):
             segmentation = models.segmentation.predict(volume)
         with _timed(timings, "localise"):
             caudate = caudate_slice(volume, segmentation, fraction=options.caudate_fraction)
-        with _timed(timings, "classify"):
-            classification = models.classification.predict(
-                volume.pixels[caudate.index], segmentation.mask[caudate.index]
-            )
+        if models.classification.info.demo and not phantom:
+            finding_withheld = demo_finding_withheld()
+        else:
+            with _timed(timings, "classify"):
+                classification = models.classification.predict(
+                    volume.pixels[caudate.index], segmentation.mask[caudate.index]
+                )
     except NotEvaluatedError as err:
         not_evaluated = err
     timings["total"] = time.perf_counter() - started
@@ -153,7 +173,7 @@ def run_pipeline(
     assert volume is not None
     assert segmentation is not None
     assert caudate is not None
-    assert classification is not None
+    assert classification is not None or finding_withheld is not None
     return EvaluatedResult(
         study_instance_uid=study.study_instance_uid,
         reference=study.reference(),
@@ -162,6 +182,7 @@ def run_pipeline(
         segmentation=segmentation,
         caudate=caudate,
         classification=classification,
+        finding_withheld=finding_withheld,
         segmentation_model=models.segmentation.info,
         classification_model=models.classification.info,
         timings=timings,
@@ -202,7 +223,8 @@ def result_to_json(result: PipelineResult) -> dict[str, Any]:
     Keys: ``evaluated``, ``reason_code``, ``reason``, ``study_instance_uid``, ``series``
     (UID and description of the chosen series), ``selection`` (every candidate),
     ``slice`` (index, SOP Instance UID, liver area, liver extent, rule), ``classification``
-    (probability, label, threshold, mode), ``liver_volume_ml``, ``models`` (name, version,
+    (probability, label, threshold, mode), ``finding_withheld`` (why there is no finding when a
+    DEMO classifier met a real study), ``liver_volume_ml``, ``models`` (name, version,
     DEMO flag of each) and ``timings`` (seconds per stage).
     """
     chosen = next(
@@ -248,6 +270,7 @@ def result_to_json(result: PipelineResult) -> dict[str, Any]:
             "threshold": classification.threshold,
             "mode": classification.mode,
         },
+        "finding_withheld": result.finding_withheld if result.evaluated else None,
         "liver_volume_ml": None
         if result.segmentation is None
         else round(result.segmentation.volume_ml, 1),

@@ -13,7 +13,7 @@ from pipeline.bundle import Normalisation, save_bundle
 from pipeline.networks import RESNET50, UNET_RESNET34, build_network
 
 
-def _manifest(task: str, name: str, input_size: int) -> dict[str, Any]:
+def _manifest(task: str, name: str, input_size: int, demo: bool = False) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "name": name,
         "version": "0-test",
@@ -32,7 +32,7 @@ def _manifest(task: str, name: str, input_size: int) -> dict[str, Any]:
         },
         "precision": "float32",
         "intended_use": "TESTS ONLY: untrained weights; results mean nothing.",
-        "demo": False,
+        "demo": demo,
         "training": {
             "data": "none (untrained)",
             "cases": 0,
@@ -54,12 +54,14 @@ def write_test_bundles(
     input_size: int = 32,
     seed: int = 0,
     cirrhosis_probability: float = 0.73,
+    demo: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``folder/segmentation`` and ``folder/classification`` bundles with random weights.
 
     The classifier's head is scaled down and biased so that its probability of cirrhosis stays
     near ``cirrhosis_probability`` whatever the slice (still computed by the real network), so a
-    test knows which label to expect.
+    test knows which label to expect. ``demo`` labels both bundles DEMO (they then evaluate only
+    the project's phantom studies).
 
     Returns
     -------
@@ -70,7 +72,7 @@ def write_test_bundles(
     seg_net = build_network(UNET_RESNET34, 3, 1)
     seg = save_bundle(
         folder / "segmentation",
-        _manifest("segmentation", "test-segmentation-untrained", input_size),
+        _manifest("segmentation", "test-segmentation-untrained", input_size, demo),
         seg_net.state_dict(),
         overwrite=True,
     )
@@ -81,7 +83,7 @@ def write_test_bundles(
     state["fc.bias"] = torch.tensor([0.0, logit])
     cls = save_bundle(
         folder / "classification",
-        _manifest("classification", "test-classification-untrained", input_size),
+        _manifest("classification", "test-classification-untrained", input_size, demo),
         state,
         overwrite=True,
     )

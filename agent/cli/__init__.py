@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "agent.cli.jobs",
     "agent.cli.admin",
     "agent.cli.demo",
+    "agent.cli.chaos",
 )
 
 for _name in _COMMAND_MODULES:

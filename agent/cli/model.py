@@ -257,7 +257,10 @@ def _print_trained(bundle: Any) -> None:
 
 
 @evaluate_app.command(
-    "seg", help="Per-case liver Dice of a segmentation bundle.\n\n" + SEG_DATA_HELP
+    "seg",
+    help="Per-case liver Dice, 95th-percentile Hausdorff distance and mean surface distance (mm, "
+    "MONAI, from the voxel spacing), liver volume and volume error of a segmentation bundle.\n\n"
+    + SEG_DATA_HELP,
 )
 def evaluate_seg(
     model: ModelOpt,
@@ -281,18 +284,43 @@ def evaluate_seg(
     if json_out:
         print_json(result.to_json())
         return
-    table = Table(title=f"liver Dice ({split.value} cases)")
-    for column in ("case", "Dice", "volume mL", "label mL"):
+    console.print(seg_table(result, f"liver segmentation ({split.value} cases)"))
+
+
+def _mm(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def seg_table(result: Any, title: str) -> Table:
+    """Per-case Dice, HD95, mean surface distance, volumes and volume error, then mean and SD."""
+    table = Table(title=title)
+    for column in ("case", "Dice", "HD95 mm", "MSD mm", "volume mL", "label mL", "vol. err %"):
         table.add_column(column, justify="right")
     for cid, value in result.dice.items():
+        error = result.volume_error_pct[cid]
         table.add_row(
             cid,
             f"{value:.4f}",
+            _mm(result.hd95_mm[cid]),
+            _mm(result.mean_surface_mm[cid]),
             f"{result.volume_ml[cid]:.0f}",
             f"{result.label_volume_ml[cid]:.0f}",
+            "n/a" if error is None else f"{error:+.1f}",
         )
-    table.add_row("mean", f"{result.mean_dice:.4f}", "", "", style="bold")
-    console.print(table)
+    summary = result.summary()
+    for stat in ("mean", "sd"):
+        row = [stat]
+        for name, fmt in (
+            ("dice", "{:.4f}"),
+            ("hd95_mm", "{:.1f}"),
+            ("mean_surface_mm", "{:.1f}"),
+        ):
+            row.append(fmt.format(summary[name][stat]) if name in summary else "")
+        row += ["", ""]
+        error = summary.get("volume_error_pct")
+        row.append(f"{error[stat]:+.1f}" if error else "")
+        table.add_row(*row, style="bold")
+    return table
 
 
 def _case_ids(data: Path) -> list[str]:

@@ -38,7 +38,7 @@ SegModelOption = Annotated[
 ]
 ClsModelOption = Annotated[
     Path | None,
-    typer.Option("--cls-model", help="classification bundle folder (with --seg-model)"),
+    typer.Option("--cls-model", help="classification bundle folder (default: settings, else DEMO)"),
 ]
 DeviceOption = Annotated[
     Device | None, typer.Option("--device", help="auto, cpu or cuda (default: settings)")
@@ -69,8 +69,6 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 evaluated or not evaluated (the output says which); 1 failure.
         """
         settings = settings_or_exit(config)
-        if (seg_model is None) != (cls_model is None):
-            fail("give both --seg-model and --cls-model, or neither", 2)
         summary = run_study(
             study_dir,
             out,
@@ -139,20 +137,18 @@ def run_study(
 def _bundle_paths(
     settings: Settings, seg_model: Path | None, cls_model: Path | None, progress: bool
 ) -> tuple[Path, Path]:
-    if seg_model is not None and cls_model is not None:
-        return seg_model, cls_model
-    if settings.model.segmentation is not None and settings.model.classification is not None:
-        return settings.model.segmentation, settings.model.classification
-    from pipeline.training.demo import ensure_demo_bundles
+    from pipeline.demo_bundles import bundle_paths
 
-    if progress:
+    segmentation = seg_model or settings.model.segmentation
+    classification = cls_model or settings.model.classification
+    if progress and (segmentation is None or classification is None):
         err_console.print(
-            "no model bundle configured: using the [bold]DEMO[/bold] bundle (synthetic training "
-            f"data, not for clinical use) from {settings.model.cache_dir}",
+            "no model bundle configured for a task: using the [bold]DEMO[/bold] bundle "
+            "(synthetic training data; it evaluates only the project's phantom studies) from "
+            f"{settings.model.cache_dir}",
             highlight=False,
         )
-    segmentation, classification = ensure_demo_bundles(settings.model.cache_dir, progress=progress)
-    return Path(segmentation), Path(classification)
+    return bundle_paths(segmentation, classification, settings.model.cache_dir, progress=progress)
 
 
 def _not_evaluated_without_study(err: Exception, seconds: float) -> dict[str, Any]:

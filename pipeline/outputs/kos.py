@@ -31,12 +31,14 @@ KEY_IMAGE_TITLE = codes.DCM.OfInterest  # DCM 113000
 def key_image_description(result: EvaluatedResult) -> str:
     """Key Object Description (at most 1024 characters), e.g. "AI liver: caudate-level slice
     (cirrhosis of liver: present, probability 0.87) - RESEARCH USE ONLY"."""
-    verdict = "present" if result.classification.present else "absent"
     demo = "DEMO MODEL " if is_demo(result.classification_model, result.segmentation_model) else ""
-    return (
-        f"{demo}AI liver: caudate-level slice (cirrhosis of liver: {verdict}, "
-        f"probability {result.classification.probability:.2f}) - {RESEARCH_USE_ONLY}"
-    )
+    classification = result.classification
+    if classification is None:  # a DEMO classifier on a real study: no finding
+        finding = "cirrhosis of liver: not evaluated (DEMO classifier)"
+    else:
+        verdict = "present" if classification.present else "absent"
+        finding = f"cirrhosis of liver: {verdict}, probability {classification.probability:.2f}"
+    return f"{demo}AI liver: caudate-level slice ({finding}) - {RESEARCH_USE_ONLY}"
 
 
 def build_kos(

@@ -33,12 +33,14 @@ def patient_orientation(cosine: npt.NDArray[np.float64]) -> str:
 
 def result_lines(result: EvaluatedResult, caudate_image: Dataset) -> list[TextLine]:
     """The text burned into the SC, top to bottom."""
-    assert result.classification is not None
     assert result.segmentation is not None
     assert result.caudate is not None
     classification = result.classification
-    lines = [TextLine(finding_sentence(classification))]
-    if classification.mode == "whole":
+    if classification is None:
+        lines = [TextLine("Cirrhosis of liver: NOT EVALUATED (DEMO classifier, real study)", RED)]
+    else:
+        lines = [TextLine(finding_sentence(classification))]
+    if classification is not None and classification.mode == "whole":
         lines.append(TextLine("Classified on the whole slice (no liver mask)"))
     lines.append(
         TextLine(
@@ -75,7 +77,12 @@ def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage
         Source Image Sequence.
     """
     volume, caudate, segmentation = result.volume, result.caudate, result.segmentation
-    if volume is None or caudate is None or segmentation is None or result.classification is None:
+    if (
+        volume is None
+        or caudate is None
+        or segmentation is None
+        or (result.classification is None and result.finding_withheld is None)
+    ):
         raise PipelineError(
             "output_encoding", "the result lacks the slice, mask or finding to draw in the SC"
         )

@@ -78,6 +78,11 @@ def caudate_group(
     group holds the finding "Cirrhosis of liver" Present/Absent (TID 1410 row 13), the
     probability of cirrhosis in percent from the classifier (the group's TID 4019) and the
     liver area on the slice from the segmentation (its own TID 4019 on the measurement).
+
+    When the result withholds the finding (a DEMO classifier on a study that is not one of the
+    project's phantoms, ``result.finding_withheld``) the group is the liver's (finding type
+    Liver, the segmentation's algorithm) with the outline and the area only: no Present/Absent,
+    no probability.
     """
     assert result.classification_model is not None
     assert result.segmentation_model is not None
@@ -94,6 +99,17 @@ def caudate_group(
         unit=SQUARE_MILLIMETER,
         algorithm_id=algorithm_identification(result.segmentation_model),
     )
+    if classification is None:
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=tracking_uid, identifier=TRACKING_IDENTIFIER
+            ),
+            referenced_region=region,
+            finding_type=codes.SCT.Liver,
+            finding_category=codes.SCT.AnatomicalStructure,
+            algorithm_id=algorithm_identification(result.segmentation_model),
+            measurements=[area],
+        )
     probability = hd.sr.Measurement(
         name=PROBABILITY_OF_CIRRHOSIS,
         value=100.0 * float(classification.probability),
@@ -164,11 +180,16 @@ def volume_group(
 
 def _notes(result: EvaluatedResult, caudate_image: Dataset) -> list[hd.sr.TextContentItem]:
     classification = result.classification
+    if classification is None:
+        # A DEMO classifier met a real study: no finding, and the report says so in words.
+        finding = f"Cirrhosis of liver: NOT EVALUATED ({result.finding_withheld})"
+    else:
+        finding = finding_sentence(classification)
     notes = [
-        text_item(codes.DCM.Finding, finding_sentence(classification)),
+        text_item(codes.DCM.Finding, finding),
         text_item(codes.DCM.Comment, slice_sentence(caudate_image)),
     ]
-    if classification.mode == "whole":
+    if classification is not None and classification.mode == "whole":
         notes.append(
             text_item(
                 codes.DCM.Comment,
@@ -214,6 +235,8 @@ def build_sr(
     Tracking UID, the SEG segment's); and a Qualitative Evaluations container (TID 1500 row 12)
     with plain-text statements of the finding, slice and models. Every measurement group thus
     belongs to a tracked finding that has image coordinates, which viewers such as OHIF need.
+    A result that withholds the finding (``finding_withheld``: a DEMO classifier on a real
+    study) has no Present/Absent and no probability; its Finding text says NOT EVALUATED and why.
 
     Parameters
     ----------
@@ -240,7 +263,7 @@ def build_sr(
     if (
         volume is None
         or caudate is None
-        or classification is None
+        or (classification is None and result.finding_withheld is None)
         or result.segmentation is None
         or seg_model is None
         or cls_model is None
@@ -290,6 +313,6 @@ def build_sr(
         "built SR %s referencing SEG %s (finding %s)",
         sr.SOPInstanceUID,
         seg.SOPInstanceUID if seg is not None else "none",
-        classification.label,
+        classification.label if classification is not None else "withheld",
     )
     return sr

@@ -10,6 +10,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
 
+from pipeline.demo_scope import mark_phantom
 from pipeline.phantoms.acquisition import Stack
 from pipeline.phantoms.protocols import Protocol
 from pipeline.phantoms.types import Vendor
@@ -127,6 +128,7 @@ def study_context(
     for_uid = uid(*key, "frame-of-reference")
     ds.FrameOfReferenceUID = for_uid
     ds.PositionReferenceIndicator = ""
+    mark_phantom(ds)  # every instance says it is a synthetic phantom (pipeline.demo_scope)
     return StudyContext(vendor, field_t, start, study_uid, for_uid, key, ds)
 
 

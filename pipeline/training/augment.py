@@ -63,3 +63,29 @@ def random_intensity(
     out = images.clamp(0.0, 1.0).pow(g) * c + b
     eps = torch.randn(images.shape, generator=gen).to(images.device, images.dtype)
     return (out + sd * eps).clamp_(0.0, 1.0)
+
+
+def random_bias_field(
+    images: torch.Tensor, gen: torch.Generator, *, strength: float = 0.3
+) -> torch.Tensor:
+    """Multiply each image by a smooth random field (MR coil shading, "bias field"): the
+    exponential of a random polynomial of degree 2 in the image coordinates whose values stay
+    within +-``strength`` (log scale); result clipped to 0..1. The same field for every channel."""
+    n, _, h, w = images.shape
+    y = torch.linspace(-1.0, 1.0, h).view(1, h, 1)
+    x = torch.linspace(-1.0, 1.0, w).view(1, 1, w)
+    terms = torch.stack(
+        [
+            x.expand(1, h, w),
+            y.expand(1, h, w),
+            (x * y),
+            x.expand(1, h, w) ** 2,
+            y.expand(1, h, w) ** 2,
+        ]
+    ).squeeze(1)  # (5, h, w)
+    coeffs = _uniform(n * 5, -1.0, 1.0, gen).view(n, 5, 1, 1)
+    log_field = (coeffs * terms.unsqueeze(0)).sum(dim=1, keepdim=True)  # (n, 1, h, w)
+    peak = log_field.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    scale = _uniform(n, 0.0, strength, gen).view(n, 1, 1, 1)
+    field = torch.exp(log_field / peak * scale).to(images.device, images.dtype)
+    return (images * field).clamp_(0.0, 1.0)

@@ -1,4 +1,5 @@
-"""Evaluation of bundles on labelled cases: per-case Dice (segmentation); accuracy,
+"""Evaluation of bundles on labelled cases: per-case Dice, HD95, mean surface distance and
+volume error (segmentation); accuracy,
 sensitivity, specificity, AUC and reader comparisons (classification)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from pipeline.bundle import Bundle
 from pipeline.training.data import ClsCase, DataError, SegCase
+from pipeline.training.seg_metrics import CaseMetrics, case_metrics
 from pipeline.training.stats import (
     BinaryMetrics,
     ReaderComparison,
@@ -26,16 +28,52 @@ CaseT = TypeVar("CaseT", SegCase, ClsCase)
 
 @dataclass(frozen=True)
 class SegEvaluation:
-    """Per-case Dice of the segmentation against the labels, and their mean."""
+    """Per-case metrics of the segmentation against the labels (Dice, HD95 and mean surface
+    distance in mm, volumes in mL, volume error in %), and the mean Dice."""
 
     split: str
     dice: dict[str, float]
     mean_dice: float
     volume_ml: dict[str, float] = field(default_factory=dict)
     label_volume_ml: dict[str, float] = field(default_factory=dict)
+    hd95_mm: dict[str, float | None] = field(default_factory=dict)
+    mean_surface_mm: dict[str, float | None] = field(default_factory=dict)
+    volume_error_pct: dict[str, float | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_cases(cls, split: str, metrics: dict[str, CaseMetrics]) -> SegEvaluation:
+        """Collect per-case metrics (in the given order)."""
+        dices = {cid: m.dice for cid, m in metrics.items()}
+        return cls(
+            split=split,
+            dice=dices,
+            mean_dice=float(np.mean(list(dices.values()))) if dices else float("nan"),
+            volume_ml={cid: m.volume_ml for cid, m in metrics.items()},
+            label_volume_ml={cid: m.label_volume_ml for cid, m in metrics.items()},
+            hd95_mm={cid: m.hd95_mm for cid, m in metrics.items()},
+            mean_surface_mm={cid: m.mean_surface_mm for cid, m in metrics.items()},
+            volume_error_pct={cid: m.volume_error_pct for cid, m in metrics.items()},
+        )
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean, standard deviation, minimum and maximum of each metric over the cases (cases
+        where a metric is undefined are left out of it)."""
+        out: dict[str, dict[str, float]] = {}
+        for name in ("dice", "hd95_mm", "mean_surface_mm", "volume_error_pct"):
+            values = [v for v in getattr(self, name).values() if v is not None]
+            if values:
+                out[name] = {
+                    "mean": float(np.mean(values)),
+                    "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    "min": float(np.min(values)),
+                    "max": float(np.max(values)),
+                }
+        return out
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["summary"] = self.summary()
+        return data
 
 
 @dataclass(frozen=True)
@@ -78,23 +116,18 @@ def evaluate_segmentation(
     bundle: Bundle, cases: Sequence[SegCase], *, device: str = "auto", split: str = "test"
 ) -> SegEvaluation:
     """Run the segmentation bundle on each case (inference code, original matrix,
-    post-processing included) and compare with the liver labels."""
+    post-processing included) and compare with the liver labels: Dice, HD95 and mean surface
+    distance (mm, from the case's voxel spacing), volumes and volume error."""
     from pipeline.inference import SegmentationModel
-    from pipeline.training.seg import dice
 
     model = SegmentationModel(bundle, device=device)
-    scores: dict[str, float] = {}
-    volumes: dict[str, float] = {}
-    label_volumes: dict[str, float] = {}
+    metrics: dict[str, CaseMetrics] = {}
     for case in cases:
         mask = model.segment(case.pixels)
-        scores[case.case_id] = dice(mask, case.mask)
-        voxel_ml = case.pixel_spacing[0] * case.pixel_spacing[1] * case.slice_spacing / 1000.0
-        volumes[case.case_id] = float(mask.sum()) * voxel_ml
-        label_volumes[case.case_id] = float(case.mask.sum()) * voxel_ml
-        logger.info("case %s: Dice %.4f", case.case_id, scores[case.case_id])
-    mean = float(np.mean(list(scores.values()))) if scores else float("nan")
-    return SegEvaluation(split, scores, mean, volumes, label_volumes)
+        spacing = (case.slice_spacing, case.pixel_spacing[0], case.pixel_spacing[1])
+        metrics[case.case_id] = case_metrics(mask, case.mask, spacing)
+        logger.info("case %s: Dice %.4f", case.case_id, metrics[case.case_id].dice)
+    return SegEvaluation.from_cases(split, metrics)
 
 
 def evaluate_classification(

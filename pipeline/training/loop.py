@@ -48,6 +48,8 @@ class TrainConfig:
     init_from: Path | None = None  # continue from this bundle's weights (same architecture)
     context: int = 0  # segmentation: neighbouring slices as channels (2.5D)
     augment: bool = True
+    bias_field: bool = False  # segmentation: random smooth intensity shading (MR bias field)
+    flip_tta: bool = False  # segmentation: the bundle averages the left-right flipped pass
     demo: bool = False
     intended_use: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

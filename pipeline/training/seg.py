@@ -16,7 +16,7 @@ from pipeline.bundle import Bundle, Normalisation, Split, save_bundle
 from pipeline.inference import autocast
 from pipeline.networks import UNET_RESNET34, build_network, encoder_module, set_train_mode
 from pipeline.preprocess import normalise_channels, resize, scale_to_unit, with_context
-from pipeline.training.augment import random_affine, random_intensity
+from pipeline.training.augment import random_affine, random_bias_field, random_intensity
 from pipeline.training.data import SegCase
 from pipeline.training.evaluate import evaluate_segmentation
 from pipeline.training.loop import (
@@ -33,6 +33,7 @@ from pipeline.training.loop import (
     training_device,
 )
 from pipeline.training.progress import TrainProgress
+from pipeline.training.seg_metrics import dice
 from pipeline.training.split import split_cases
 
 logger = logging.getLogger(__name__)
@@ -75,14 +76,6 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum()
     return 1.0 - (2.0 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
-
-
-def dice(pred: np.ndarray[Any, Any], truth: np.ndarray[Any, Any]) -> float:
-    """Dice of two binary masks; 1.0 when both are empty."""
-    total = int(pred.sum()) + int(truth.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
 def train_segmentation(
@@ -172,6 +165,8 @@ def train_segmentation(
                     x, y_aug = random_affine(x, y, gen)
                     assert y_aug is not None
                     y = y_aug
+                    if config.bias_field:
+                        x = random_bias_field(x, gen)
                     x = random_intensity(x, gen)
                 if config.crop_size is not None and config.crop_size < config.input_size:
                     x, y = random_crop(x, y, config.crop_size, gen)
@@ -290,6 +285,7 @@ def _manifest_fields(
             "normalisation": SEG_NORMALISATION.model_dump(mode="json"),
             "channels": 3,
             "context": config.context,
+            "flip_tta": config.flip_tta,
         },
         "precision": precision,
         "intended_use": config.intended_use
@@ -310,6 +306,7 @@ def _manifest_fields(
                 "epochs_requested": config.epochs,
                 "freeze_encoder": config.freeze_encoder,
                 "augment": config.augment,
+                "bias_field": config.bias_field,
                 "crop_size": config.crop_size,
                 "context": config.context,
                 "loss": "BCE + soft Dice",

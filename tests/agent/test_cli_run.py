@@ -159,11 +159,23 @@ def test_unwritable_out_exits_1(
     assert "[output_write]" in stderr
 
 
-def test_one_model_without_the_other_is_a_usage_error(
-    app: typer.Typer, phantom: PhantomStudy, tmp_path: Path
+def test_a_segmentation_model_alone_pairs_with_the_demo_classifier(
+    app: typer.Typer,
+    phantom: PhantomStudy,
+    loaded: list[tuple[Any, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from pipeline.training.demo import CLASSIFICATION_DIR, demo_key
+    from tests.bundles import write_test_bundles
+
+    cache = tmp_path / "cache"
+    demo = cache / f"demo-{demo_key()}"  # DEMO bundles as if built before (tests: tiny ones)
+    write_test_bundles(demo, demo=True)
+    monkeypatch.setenv("LIVER_AGENT__MODEL__CACHE_DIR", str(cache))
     code, _, stderr = invoke(
-        app, str(phantom.path), "--out", str(tmp_path / "o"), "--seg-model", str(tmp_path)
+        app, str(phantom.path), "--out", str(tmp_path / "o"), "--seg-model", str(tmp_path / "s")
     )
-    assert code == 2
-    assert "--cls-model" in stderr
+    assert code == 0, stderr
+    assert loaded == [(tmp_path / "s", demo / CLASSIFICATION_DIR, "auto")]
+    assert "DEMO" in stderr

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 DCMTK = Path("/usr/bin")  # Debian's dcmtk; the venv has pynetdicom scripts of the same names
@@ -21,6 +22,7 @@ ECHOSCU = str(DCMTK / "echoscu")
 STORESCU = str(DCMTK / "storescu")
 STORESCP = str(DCMTK / "storescp")
 LIVER_AGENT = str(Path(sys.executable).parent / "liver-agent")
+UNDER_WAY = ("received", "queued", "running", "delivering")
 
 
 def free_port() -> int:
@@ -118,6 +120,35 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def token(self) -> str:
+        """The admin API token the agent generated at its first start."""
+        return (self.workdir / "var" / "http-token").read_text().strip()
+
+    def api(self, path: str, **params: Any) -> Any:
+        """GET from the agent's admin API with its token."""
+        response = requests.get(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            params=params,
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def finished_job(self, study_uid: str, deadline_s: float = 60.0) -> dict[str, Any]:
+        """The study's latest job (detail view) once it is no longer under way."""
+
+        def final() -> dict[str, Any] | None:
+            jobs = self.api("/api/jobs", study_instance_uid=study_uid)["jobs"]
+            if not jobs or jobs[0]["status"] in UNDER_WAY:
+                return None
+            detail: dict[str, Any] = self.api(f"/api/jobs/{jobs[0]['id']}")
+            return detail
+
+        job: dict[str, Any] = wait_until(final, deadline_s, f"the job of study {study_uid}")
+        return job
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a ``liver-agent`` command against this agent's settings."""

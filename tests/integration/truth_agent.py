@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 import yaml
 
 from pipeline.phantoms import PhantomStudy, generate_study
@@ -27,12 +26,10 @@ from tests.integration.processes import (
     agent_config,
     free_port,
     wait_for_port,
-    wait_until,
 )
 
 MASKS_ENV = "LIVER_AGENT_TEST_MASKS"
 REPO = Path(__file__).resolve().parents[2]
-UNDER_WAY = ("received", "queued", "running", "delivering")
 
 
 class TruthSegmentation:
@@ -90,35 +87,6 @@ class TruthAgentProcess(AgentProcess):
         if wait:
             wait_for_port(self.port, 60, self.proc)
         return self
-
-    @property
-    def token(self) -> str:
-        """The admin API token the agent generated at its first start."""
-        return (self.workdir / "var" / "http-token").read_text().strip()
-
-    def api(self, path: str, **params: Any) -> Any:
-        """GET from the agent's admin API with its token."""
-        response = requests.get(
-            f"http://127.0.0.1:{self.http_port}{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            params=params,
-            timeout=10,
-        )
-        response.raise_for_status()
-        return response.json()
-
-    def finished_job(self, study_uid: str, deadline_s: float = 60.0) -> dict[str, Any]:
-        """The study's latest job (detail view) once it is no longer under way."""
-
-        def final() -> dict[str, Any] | None:
-            jobs = self.api("/api/jobs", study_instance_uid=study_uid)["jobs"]
-            if not jobs or jobs[0]["status"] in UNDER_WAY:
-                return None
-            detail: dict[str, Any] = self.api(f"/api/jobs/{jobs[0]['id']}")
-            return detail
-
-        job: dict[str, Any] = wait_until(final, deadline_s, f"the job of study {study_uid}")
-        return job
 
 
 @contextlib.contextmanager

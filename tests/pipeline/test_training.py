@@ -40,7 +40,8 @@ from pipeline.training.demo import (
     train_demo_classifier,
 )
 from pipeline.training.loop import TrainConfig
-from pipeline.training.seg import dice, train_segmentation
+from pipeline.training.seg import train_segmentation
+from pipeline.training.seg_metrics import dice
 from pipeline.training.split import split_cases
 from pipeline.training.stats import auc_score, binary_metrics, compare_with_reader
 from tests.pipeline.test_bundle import manifest_fields
@@ -169,6 +170,17 @@ def test_train_and_evaluate_seg_cli_beats_trivial_baseline(tmp_path: Path) -> No
     report = json.loads(result.output)
     assert set(report["dice"]) == {"1", "2", "3", "4"}
     assert np.isclose(report["mean_dice"], np.mean(list(report["dice"].values())))
+    assert set(report["hd95_mm"]) == set(report["mean_surface_mm"]) == {"1", "2", "3", "4"}
+    assert all(v is None or v >= 0 for v in report["hd95_mm"].values())
+    assert set(report["summary"]) >= {"dice", "volume_error_pct"}
+    result = runner.invoke(
+        cli(),
+        ["evaluate", "seg", "--model", str(out), "--data", str(data), "--split", "all"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "HD95 mm" in result.output
+    assert "vol. err %" in result.output
     result = runner.invoke(
         cli(), ["evaluate", "seg", "--model", str(out), "--data", str(data), "--json"]
     )
