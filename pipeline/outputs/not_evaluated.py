@@ -1,11 +1,17 @@
 """The "not evaluated" Comprehensive SR: says in words that the study was not analysed, and why.
 
-Structure (no template claimed; laid out like TID 1500 so it sits next to normal reports):
-root CONTAINER DCM 126000 "Imaging Measurement Report" with language (TID 1204), observer
-context = device (TID 1001/1004), procedure reported, and a CONTAINER UMLS C0034375 "Qualitative
-Evaluations" holding TEXT DCM 121071 "Finding" = "Not evaluated: <reason>" (modified by the
+Structure (no template claimed; laid out like TID 2000 Basic Diagnostic Imaging Report): root
+CONTAINER LN 18748-4 "Diagnostic Imaging Report" (CID 7000) with language (TID 1204), observer
+context = device (TID 1001/1004), procedure reported, and a CONTAINER DCM 121070 "Findings"
+(CID 7001) holding TEXT DCM 121071 "Finding" = "Not evaluated: <reason>" (modified by the
 TID 4019 algorithm identification) and TEXT comments. It holds no finding code and no
 measurement, so no reader can take it for a negative result.
+
+Why not the TID 1500 title (DCM 126000 "Imaging Measurement Report"): viewers treat a document
+with that title as a measurement report and look for measurement groups in it. OHIF 3.13 then
+crashes ("Something went wrong": TypeError reading ``displaySetInstanceUID`` of the missing
+first measurement); with any other title it shows the document as text, the finding first among
+the sections. Checked in ``tests/integration/test_ohif_viewer.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from pipeline.outputs.identity import (
     with_patient_study,
 )
 from pipeline.outputs.text import (
-    QUALITATIVE_EVALUATIONS,
     device_observation_context,
     models_sentence,
     text_item,
@@ -32,6 +37,9 @@ from pipeline.outputs.text import (
 from pipeline.results import ModelInfo, NotEvaluatedResult
 
 logger = logging.getLogger(__name__)
+
+#: CID 7000 document title of the root container (not TID 1500's "Imaging Measurement Report").
+DOCUMENT_TITLE = codes.cid7000.DiagnosticImagingReport
 
 NOT_EVALUATED_PREFIX = "Not evaluated: "
 
@@ -104,12 +112,15 @@ def build_not_evaluated_sr(
             text_item(codes.DCM.Comment, "DEMO MODEL: made by a demo bundle (synthetic phantoms).")
         )
     notes.append(text_item(codes.DCM.Comment, f"{RESEARCH_USE_ONLY}: not for diagnostic use."))
+    # SEPARATE items: a viewer that shows the document as text puts each on its own line
     container = hd.sr.ContainerContentItem(
-        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        name=codes.DCM.Findings,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        is_content_continuous=False,
     )
     container.ContentSequence = hd.sr.ContentSequence(notes)
 
-    root = hd.sr.ContainerContentItem(name=codes.cid7021.ImagingMeasurementReport)
+    root = hd.sr.ContainerContentItem(name=DOCUMENT_TITLE, is_content_continuous=False)
     root.ContentSequence = hd.sr.ContentSequence(
         [
             *hd.sr.LanguageOfContentItemAndDescendants(DEFAULT_LANGUAGE),

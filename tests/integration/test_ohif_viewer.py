@@ -355,3 +355,89 @@ def _check_viewer(
     )
     assert _coloured_pixels(sc_png, _yellow) > 200
     assert not console.crashes(), console.crashes()
+
+
+def test_ohif_shows_a_not_evaluated_sr_as_text(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    ohif_dist: Path,
+    orthanc: OrthancProcess,
+) -> None:
+    """A study without an axial T2 series: the agent's "not evaluated" SR opens as a text
+    report that says why (before: a TID 1500 title with no measurement group, and OHIF 3.13
+    crashed with "Something went wrong")."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: install the Debian package chromium")
+    study = generate_study(
+        tmp_path / "study", cirrhotic=False, seed=22, roles=("localizer", "cor_t2"), matrix=128
+    )
+    bundles = write_test_bundles(tmp_path_factory.mktemp("bundles"))
+    destination = {
+        "name": "orthanc",
+        "ae_title": orthanc.aet,
+        "host": "127.0.0.1",
+        "port": orthanc.dicom_port,
+    }
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    with running_truth_agent(
+        tmp_path / "agent", masks, bundles, destinations=[destination]
+    ) as agent:
+        orthanc.add_modality("liveragent", Modality(agent.ae_title, agent.port))
+        study_id = orthanc.upload(files_of(study))
+        orthanc.send_to_modality("liveragent", [study_id])
+        _, found, _ = wait_for_results(orthanc, study.study_instance_uid, {"SR"}, 90)
+        job = agent.finished_job(study.study_instance_uid)
+    assert job["status"] == "not_evaluated", job
+
+    # what the SR says, read back from Orthanc: a text report, no measurement report
+    dataset = _instance(orthanc, found["SR"][0])
+    sr = hd.sr.ComprehensiveSR.from_dataset(dataset)
+    assert sr.ConceptNameCodeSequence[0].CodeValue != "126000"  # not TID 1500's title
+    texts = [str(i.TextValue) for i in _content_items(sr) if i.ValueType == "TEXT"]
+    (statement,) = [t for t in texts if t.startswith("Not evaluated: ")]
+    (reason_code,) = [t for t in texts if t.startswith("Reason code: ")]
+    assert reason_code == "Reason code: no_axial_t2", texts
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with (
+        serving_ohif(ohif_dist, orthanc.url) as viewer,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.add_init_script(NO_TOUR)
+            console = Console(page)
+            page.goto(f"{viewer.url}/viewer?StudyInstanceUIDs={study.study_instance_uid}")
+            expect(page.locator(f"{VIEWPORT} canvas").first).to_be_visible(timeout=STEP_S * 1000)
+            mark = len(console.lines)
+            _open_series(page, SERIES["sr"])
+            viewport = page.locator(VIEWPORT)
+            expect(viewport).to_contain_text(statement, timeout=STEP_S * 1000)
+            text = viewport.inner_text()
+            assert "Finding:" in text, text
+            assert reason_code in text, text
+            assert "This is not a negative result" in text, text
+            assert "Something went wrong" not in page.locator("body").inner_text()
+            _save(page, shots, "ohif-not-evaluated.png")
+            assert not console.crashes(), console.crashes()
+            # OHIF read it as a document, not as a measurement report without measurements
+            assert any("No measurements found" in line for line in console.since(mark))
+        finally:
+            (tmp_path / "console.log").write_text("\n".join(console.lines))
+            browser.close()
+    if target := os.environ.get(SCREENSHOTS_ENV):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page_png = Image.open(shots / "page-ohif-not-evaluated.png").convert("RGB")
+        page_png.quantize(colors=128).save(Path(target) / "ohif-not-evaluated.png", optimize=True)
+
+
+def _content_items(item: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """Every content item under ``item``, depth first."""
+    out = []
+    for child in item.get("ContentSequence", []):
+        out.append(child)
+        out += _content_items(child)
+    return out

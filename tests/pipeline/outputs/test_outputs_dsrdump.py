@@ -10,14 +10,18 @@ from pathlib import Path
 import pytest
 
 from pipeline.outputs import OutputOptions, build_outputs, write_outputs
-from tests.pipeline.outputs.synthetic_mr import make_mr_series, make_result
+from tests.pipeline.outputs.synthetic_mr import make_mr_series, make_not_evaluated, make_result
 
 DSRDUMP = shutil.which("dsrdump") or "/usr/bin/dsrdump"
 
 
-def _dsrdump(path: Path) -> str:
+def _dsrdump(path: Path, *options: str) -> str:
     proc = subprocess.run(
-        [DSRDUMP, "-Ee", str(path)], capture_output=True, text=True, timeout=60, check=False
+        [DSRDUMP, "-Ee", *options, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "E:" not in proc.stderr, proc.stderr  # no error while reading the document
@@ -44,3 +48,17 @@ def test_dsrdump_renders_sr_and_kos(tmp_path: Path) -> None:
     assert 'CONTAINER:(,,"Of Interest")' in kos
     assert 'IMAGE:(,,"Source")=(MR image,)' in kos
     assert [p.name for p in paths] == ["seg.dcm", "sr.dcm", "kos.dcm"]
+
+
+def test_dsrdump_renders_the_not_evaluated_sr(tmp_path: Path) -> None:
+    if not Path(DSRDUMP).exists():
+        pytest.fail("dsrdump missing: install the Debian package dcmtk")
+    result = make_not_evaluated(make_mr_series(3, 16, 16), "no_axial_t2", "no axial T2 series")
+    (path,) = write_outputs(build_outputs(result), tmp_path)
+    sr = _dsrdump(path, "+Pc", "+Pl")  # concept name codes, whole text values
+    assert '<CONTAINER:(18748-4,LN,"Diagnostic Imaging Report")=SEPARATE>' in sr, sr
+    assert '<contains CONTAINER:(121070,DCM,"Findings")=SEPARATE>' in sr, sr
+    assert 'TEXT:(121071,DCM,"Finding")="Not evaluated: no axial T2 series"' in sr, sr
+    assert 'TEXT:(121106,DCM,"Comment")="Reason code: no_axial_t2"' in sr, sr
+    assert "NUM:" not in sr
+    assert "SCOORD" not in sr

@@ -51,6 +51,14 @@ def test_reason_in_words_and_no_finding_code(tmp_path: Path, code: str, reason: 
         if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == "111001"
     ]
     assert names == ["liver-classification"]
+    # a text report (TID 2000 layout), not a TID 1500 measurement report without measurements:
+    # viewers that take DCM 126000 as "measurements follow" crash on it (OHIF 3.13)
+    title = sr.ConceptNameCodeSequence[0]
+    assert (title.CodeValue, title.CodingSchemeDesignator) == ("18748-4", "LN")
+    (findings,) = [i for i in sr.ContentSequence if i.ValueType == "CONTAINER"]
+    assert findings.ConceptNameCodeSequence[0].CodeValue == "121070"  # Findings
+    assert findings.ContinuityOfContent == "SEPARATE"
+    assert "ContentTemplateSequence" not in sr  # no template claimed
     assert sr.SeriesDescription == "AI Liver SR - NOT EVALUATED - RESEARCH USE ONLY"
     assert sr.CompletionFlag == "COMPLETE"
     assert sr.VerificationFlag == "UNVERIFIED"
