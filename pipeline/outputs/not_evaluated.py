@@ -3,20 +3,22 @@
 Structure (no template claimed; laid out like TID 2000 Basic Diagnostic Imaging Report): root
 CONTAINER LN 18748-4 "Diagnostic Imaging Report" (CID 7000) with language (TID 1204), observer
 context = device (TID 1001/1004), procedure reported, and a CONTAINER DCM 121070 "Findings"
-(CID 7001) holding TEXT DCM 121071 "Finding" = "Not evaluated: <reason>" (modified by the
-TID 4019 algorithm identification) and TEXT comments. It holds no finding code and no
-measurement, so no reader can take it for a negative result.
+(CID 7001) holding TEXT DCM 121071 "Finding" = "Not evaluated: <reason>" (lines of at most
+80 characters joined by CR LF; modified by the TID 4019 algorithm identification) and TEXT
+comments. Both containers are SEPARATE. It holds no finding code and no measurement, so no
+reader can take it for a negative result.
 
 Why not the TID 1500 title (DCM 126000 "Imaging Measurement Report"): viewers treat a document
 with that title as a measurement report and look for measurement groups in it. OHIF 3.13 then
 crashes ("Something went wrong": TypeError reading ``displaySetInstanceUID`` of the missing
-first measurement); with any other title it shows the document as text, the finding first among
-the sections. Checked in ``tests/integration/test_ohif_viewer.py``.
+first measurement); with any other title it shows the document as text, one item a line.
+Checked in ``tests/integration/test_ohif_viewer.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import textwrap
 
 import highdicom as hd
 from highdicom.sr.templates import DEFAULT_LANGUAGE
@@ -42,6 +44,9 @@ logger = logging.getLogger(__name__)
 DOCUMENT_TITLE = codes.cid7000.DiagnosticImagingReport
 
 NOT_EVALUATED_PREFIX = "Not evaluated: "
+#: Line length of the "Not evaluated" statement: viewers show a Finding as preformatted text
+#: (OHIF 3.13 puts it in a <pre>, which does not wrap), so long reasons are broken into lines.
+FINDING_LINE_LENGTH = 80
 
 
 def not_evaluated_sentence(result: NotEvaluatedResult) -> str:
@@ -89,7 +94,10 @@ def build_not_evaluated_sr(
     )
     reference = with_patient_study(result.reference, result.reference)
 
-    finding = text_item(codes.DCM.Finding, not_evaluated_sentence(result))
+    statement = "\r\n".join(
+        textwrap.wrap(not_evaluated_sentence(result), FINDING_LINE_LENGTH, break_long_words=False)
+    )
+    finding = text_item(codes.DCM.Finding, statement)
     finding.ContentSequence = hd.sr.ContentSequence(_algorithm(result, software_version))
     notes = [
         finding,

@@ -5,8 +5,9 @@ results come back by C-STORE. OHIF (the pinned prebuilt ``@ohif/app`` from npm, 
 ``install-ohif.sh``) reads the study from Orthanc's DICOMweb under one loopback origin, in
 headless Chromium, and the test checks what a radiologist would: the SEG overlay on the T2
 series, the SR outline with its area and probability labels on the caudate-level slice (no crash,
-no blank viewport), and the SC. Screenshots go to the test's folder (and to
-``$LIVER_AGENT_VIEWER_SCREENSHOTS`` when set, to refresh ``docs/images``).
+no blank viewport), and the SC; and, for a study without an axial T2 series, the "not
+evaluated" SR as a text report that says why (no crash). Screenshots go to the test's folder (and
+to ``$LIVER_AGENT_VIEWER_SCREENSHOTS`` when set, to refresh ``docs/images``).
 
 Skipped, with the reason, only where npm cannot reach its registry to fetch the viewer.
 """
@@ -420,6 +421,9 @@ def test_ohif_shows_a_not_evaluated_sr_as_text(
             assert "Finding:" in text, text
             assert reason_code in text, text
             assert "This is not a negative result" in text, text
+            # OHIF shows a Finding preformatted (no wrapping): the statement's lines must fit
+            statement_box = viewport.locator("pre").first
+            assert statement_box.evaluate("e => e.scrollWidth <= e.clientWidth"), statement
             assert "Something went wrong" not in page.locator("body").inner_text()
             _save(page, shots, "ohif-not-evaluated.png")
             assert not console.crashes(), console.crashes()

@@ -93,3 +93,20 @@ def test_without_models_the_agent_is_the_algorithm() -> None:
     texts = [str(i.TextValue) for i in items if i.ValueType == "TEXT"]
     assert "Not evaluated: no reason was recorded" in texts
     assert sr.ManufacturerModelName == "liver-agent"
+
+
+def test_a_long_reason_is_broken_into_lines_a_viewer_can_show() -> None:
+    reason = (
+        "no axial T2-weighted series in the study ("
+        + "; ".join(f"series {n}: coronal (normal 0 deg from y)" for n in range(6))
+        + ")"
+    )
+    result = make_not_evaluated(make_mr_series(3, 16, 16), "no_axial_t2", reason)
+    sr = build_not_evaluated_sr(result, software_version="3.1.4")
+    (statement,) = [
+        str(i.TextValue) for i in _items(sr) if i.get("TextValue", "").startswith("Not evaluated")
+    ]
+    lines = statement.split("\r\n")
+    assert len(lines) > 1
+    assert all(len(line) <= 80 for line in lines), lines
+    assert " ".join(lines) == f"Not evaluated: {reason}"
