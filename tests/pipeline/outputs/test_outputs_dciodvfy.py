@@ -39,9 +39,12 @@ def _descending_512() -> PipelineResult:
 
 
 def _not_evaluated() -> PipelineResult:
-    return make_not_evaluated(
-        make_mr_series(4, 32, 32), "no_axial_t2", "no axial T2-weighted series in the study"
+    # as long as the agent's reasons: the statement is wrapped (CR LF in the TEXT value)
+    reason = (
+        "no axial T2-weighted series in the study (t2_haste_cor_mbh: coronal (normal 0 deg "
+        "from y); localizer: images in several planes (axial, coronal, sagittal))"
     )
+    return make_not_evaluated(make_mr_series(4, 32, 32), "no_axial_t2", reason)
 
 
 CASES = [
