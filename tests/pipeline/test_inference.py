@@ -205,3 +205,25 @@ def test_context_channels_are_the_neighbouring_slices() -> None:
     assert stacked.shape == (2, 3, 2, 2)
     assert stacked[:, :, 0, 0].tolist() == [[2, 3, 4], [3, 4, 4]]  # edge slice repeats itself
     assert with_context(volume, 0).shape == (5, 1, 2, 2)
+
+
+def test_flip_tta_makes_the_mask_mirror_with_the_image(tmp_path: Path) -> None:
+    """With input.flip_tta the logits are the mean of the slice's and its mirror image's, so
+    mirroring the input mirrors the mask exactly; without it an untrained network is not
+    symmetric."""
+    from pipeline.bundle import load_bundle
+    from tests.bundles import write_test_bundles
+
+    seg_path, _ = write_test_bundles(tmp_path / "b", seed=3)
+    plain = load_bundle(seg_path)
+    fields = plain.manifest.model_dump(mode="json")
+    fields["input"]["flip_tta"] = True
+    tta = save_bundle(tmp_path / "tta", fields, plain.state_dict)
+    pixels = np.random.default_rng(0).gamma(2.0, 100.0, (4, 40, 40)).astype(np.float32)
+    mirrored = pixels[:, :, ::-1].copy()
+    model = SegmentationModel(tta, device="cpu")
+    mask = model.segment(pixels, postprocess=False)
+    assert np.array_equal(model.segment(mirrored, postprocess=False), mask[:, :, ::-1])
+    untrained = SegmentationModel(plain, device="cpu")
+    logits = [untrained.segment(p, postprocess=False) for p in (pixels, mirrored)]
+    assert not np.array_equal(logits[1], logits[0][:, :, ::-1])

@@ -15,7 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agent", "pipeline", "storage")
 SERVING_ENTRY_POINTS = ("agent.service", "agent.cli.serve")
-"""What ``liver-agent serve`` runs; nothing it reaches may import training code."""
+"""What ``liver-agent serve`` runs; nothing it reaches may import training code..."""
+TRAINING_DOOR = "pipeline.demo_bundles"
+"""...but this one narrow door, which imports the DEMO training code inside a function, only
+when a DEMO bundle must be built (first use of a code version)."""
 
 
 def module_name(path: Path) -> str:
@@ -182,9 +185,22 @@ def test_the_serving_process_does_not_import_training_code(entry: str) -> None:
     training = sorted(
         chain(via, m)
         for m in via
-        if m.startswith("pipeline.training") and not via[m].startswith("pipeline.training")
+        if m.startswith("pipeline.training")
+        and not via[m].startswith("pipeline.training")
+        and via[m] != TRAINING_DOOR
     )
     assert not training, "the serving process reaches training code: " + "; ".join(training)
+
+
+def test_the_training_door_imports_training_code_only_when_called() -> None:
+    tree = ast.parse(MODULES[TRAINING_DOOR].read_text(encoding="utf-8"))
+    top_level = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert not any(
+        (node.module or "").startswith("pipeline.training")
+        for node in top_level
+        if isinstance(node, ast.ImportFrom)
+    )
+    assert any(t.startswith("pipeline.training") for t in GRAPH[TRAINING_DOOR])
 
 
 @pytest.mark.parametrize(
