@@ -146,6 +146,14 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class DeploymentMode(StrEnum):
+    """Whether a model's results go to the PACS: ``live`` sends them to the destinations,
+    ``silent`` keeps them (outputs written, shown on the job page) and sends nothing."""
+
+    LIVE = "live"
+    SILENT = "silent"
+
+
 class ModelSettings(_Group):
     """The two networks. A task without a bundle uses its DEMO bundle (built on first use), which
     evaluates only the project's phantom studies: set ``segmentation`` to a real bundle (e.g. from
@@ -160,6 +168,15 @@ class ModelSettings(_Group):
             Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "liver-agent"
         ),
         description="where the demo bundle is built and kept",
+    )
+    mode: DeploymentMode = Field(
+        default=DeploymentMode.LIVE,
+        description="deployment mode of every model without its own entry in 'modes'",
+    )
+    modes: dict[str, DeploymentMode] = Field(
+        default_factory=dict,
+        description="deployment mode per bundle name (manifest 'name'); a switch made with "
+        "'liver-agent model mode' or the API is stored in the database and wins over both",
     )
 
 

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent import deployment
 from agent.errors import AgentError
 from agent.jobs import lifecycle
 from agent.jobs.lifecycle import ClaimedJob
 from agent.jobs.routing import PlannedObject, build_objects, destinations_for, wanted_kinds
 from agent.metrics import Metrics
 from agent.models import ModelProvider
-from agent.settings import Settings
+from agent.settings import Destination, Settings
 from pipeline.errors import PipelineError
 from storage import jobs, queries
 from storage.models import EventKind, Job, Output, OutputKind
@@ -143,9 +144,7 @@ class Worker:
         paths = write_outputs([p.obj for p in planned], folder)
         encode_seconds = time.perf_counter() - started
         written = list(zip(planned, paths, strict=True))
-        deliveries = self._record(
-            claimed.job_id, result, bool(destinations), written, encode_seconds
-        )
+        deliveries = self._record(claimed.job_id, result, destinations, written, encode_seconds)
         if deliveries and self.on_delivering is not None:
             self.on_delivering()
 
@@ -178,7 +177,7 @@ class Worker:
         self,
         job_id: int,
         result: PipelineResult,
-        has_destinations: bool,
+        destinations: list[Destination],
         written: list[tuple[PlannedObject, Path]],
         encode_seconds: float,
     ) -> int:
@@ -208,8 +207,21 @@ class Worker:
                 )
                 outputs.append((planned, row))
             session.flush()
+            silent = deployment.silent_reason(
+                session, self.settings.model, _model_names(result, self.models)
+            )
             deliveries = 0
             plans = {id(p.plan): p.plan for p, _ in outputs if p.plan is not None}
+            if silent is not None:
+                plans = {}  # results kept (outputs above), sent nowhere
+                job.details = {**(job.details or {}), "deployment": _silent_details(silent)}
+                jobs.add_event(
+                    session,
+                    job_id,
+                    EventKind.SILENT_MODE,
+                    silent,
+                    {"sent": False, "destinations_skipped": len(destinations)},
+                )
             for key, plan in plans.items():
                 rows = [row for p, row in outputs if id(p.plan) == key]
                 for destination in plan.destinations:
@@ -220,7 +232,7 @@ class Worker:
                         deliveries += 1
             summary = _summary(result)
             jobs.add_event(session, job_id, EventKind.RESULT, summary, _result_event(result))
-            if not deliveries and not has_destinations:
+            if silent is None and not deliveries and not destinations:
                 jobs.add_event(
                     session,
                     job_id,
@@ -229,7 +241,11 @@ class Worker:
                     "results kept in the results folder",
                 )
             status = lifecycle.record_result(
-                session, job, evaluated=result.evaluated, deliveries=deliveries
+                session,
+                job,
+                evaluated=result.evaluated,
+                deliveries=deliveries,
+                silent_reason=silent,
             )
             if deliveries:
                 jobs.add_event(
@@ -239,6 +255,21 @@ class Worker:
             self.metrics.jobs_finished.labels(status.value).inc()
         logger.info("job %s: %s", job_id, summary)
         return deliveries
+
+
+def _model_names(result: PipelineResult, provider: ModelProvider) -> list[str]:
+    """The bundles of the job (their deployment modes decide whether its results are sent):
+    those that made the result, and the loaded pair (a study not evaluated before a network
+    ran is still that pair's job)."""
+    names = [m.name for m in (result.segmentation_model, result.classification_model) if m]
+    loaded = provider.models
+    if loaded is not None:
+        names += [loaded.segmentation.info.name, loaded.classification.info.name]
+    return list(dict.fromkeys(names))
+
+
+def _silent_details(reason: str) -> dict[str, Any]:
+    return {"mode": "silent", "sent": False, "reason_code": "silent_mode", "reason": reason}
 
 
 def _summary(result: PipelineResult) -> str:

@@ -1,5 +1,6 @@
 """Database models: studies, series and instances received; jobs, their stages, events,
-outputs and deliveries. SQLAlchemy 2.0 typed declarative mapping."""
+outputs and deliveries; the audit trail of model deployment modes. SQLAlchemy 2.0 typed
+declarative mapping."""
 
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ class EventKind(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     RETRY = "retry"
     SPOOL_DELETED = "spool_deleted"
+    SILENT_MODE = "silent_mode"
 
 
 class OutputKind(StrEnum):
@@ -355,3 +357,21 @@ class DeliveryItem(Base):
     sent_at: Mapped[dt.datetime | None]
 
     output: Mapped[Output] = relationship()
+
+
+class ModelModeChange(Base):
+    """One switch of a model's deployment mode (``live`` / ``silent``): who, when, why.
+
+    Append-only like ``job_events`` (the migration adds triggers that forbid UPDATE/DELETE);
+    the newest row of a model is its mode in force, over the settings' default.
+    """
+
+    __tablename__ = "model_mode_changes"
+    __table_args__ = (Index("ix_model_mode_changes_name_id", "model_name", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128), doc="who: 'cli:<unix user>', 'api:token'")
+    reason: Mapped[str] = mapped_column(Text)

@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "agent.cli.phantom",
     "agent.cli.select",
     "agent.cli.model",
+    "agent.cli.model_mode",
     "agent.cli.run",
     "agent.cli.serve",
     "agent.cli.dicom",

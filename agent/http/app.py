@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.context import AgentContext
-from agent.http import api, health, stow, web
+from agent.http import api, health, models_api, stow, web
 from agent.http.auth import TokenChecker
 from agent.http.deps import LoginRequired, require_token
 from agent.tokens import resolve_token
@@ -67,6 +67,7 @@ def create_app(ctx: AgentContext, *, token: str | None = None) -> FastAPI:
     app.include_router(health.public)
     app.include_router(health.protected)
     app.include_router(api.router)
+    app.include_router(models_api.router)
     app.include_router(stow.router)
     app.include_router(web.router)
     app.include_router(web.pages)

@@ -26,6 +26,7 @@ from agent.http.deps import (
     require_login,
     require_token,
 )
+from agent.http.models_api import model_list
 from agent.http.params import MAX_PAGE, JobId, NumberOutOfRange, Offset, bounded_int
 from agent.jobs.filters import FilterError, JobQuery
 from agent.jobs.lifecycle import JobAction, admin_actions_for
@@ -249,6 +250,7 @@ def _job_context(detail: JobDetail) -> dict[str, Any]:
         "models": details.get("models") or [],
         "classification_mode": details.get("classification_mode"),
         "threshold": details.get("threshold"),
+        "silent": details.get("deployment"),
         "final": JobStatus(detail.status).is_final,
         "can_retry": JobAction.RETRY in offered,
         "can_cancel": JobAction.CANCEL in offered,
@@ -327,3 +329,12 @@ def studies_page(request: Request, session: SessionDep, offset: Offset = 0) -> R
             ),
         },
     )
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@pages.get("/models", response_class=HTMLResponse)
+def models_page(request: Request, ctx: CtxDep, session: SessionDep) -> Response:
+    """Each model's deployment mode (live / silent) and who switched it, when and why."""
+    return _page(request, "models.html", {"page": model_list(ctx, session)})

@@ -163,9 +163,36 @@ def still_running(session: Session, job: Job) -> bool:
     return False
 
 
-def record_result(session: Session, job: Job, *, evaluated: bool, deliveries: int) -> JobStatus:
+def record_result(
+    session: Session,
+    job: Job,
+    *,
+    evaluated: bool,
+    deliveries: int,
+    silent_reason: str | None = None,
+) -> JobStatus:
     """After the worker recorded the result: delivering when deliveries were queued, else the
-    final state (done when evaluated, not_evaluated otherwise)."""
+    final state (done when evaluated, not_evaluated otherwise).
+
+    ``silent_reason`` (a model in silent mode, :mod:`agent.deployment`): no delivery was
+    queued on purpose; an evaluated job ends ``done`` with reason ``silent_mode`` and this
+    text, an unevaluated one keeps its "not evaluated" reason (the timeline says it was silent).
+    """
+    if silent_reason is not None:
+        if deliveries:
+            raise JobTransitionError(
+                "transition_refused", f"job {job.id}: a silent job queues no delivery"
+            )
+        if evaluated:
+            return apply(
+                session,
+                job,
+                JobAction.RECORD_RESULT,
+                _DONE,
+                reason_code="silent_mode",
+                reason=silent_reason,
+            )
+        return apply(session, job, JobAction.RECORD_RESULT, _NE)
     if deliveries:
         return apply(session, job, JobAction.RECORD_RESULT, _DL)
     return apply(session, job, JobAction.RECORD_RESULT, _DONE if evaluated else _NE)
