@@ -94,9 +94,11 @@ def running_truth_agent(
     workdir: Path, masks: Path, bundles: tuple[Path, Path], **groups: Any
 ) -> Iterator[TruthAgentProcess]:
     """Start the agent with ``bundles`` (segmentation, classification) and the true masks in
-    ``masks``; stop it on exit, printing its log if the block failed."""
+    ``masks`` (other ``model`` settings from ``groups``); stop it on exit, printing its log if
+    the block failed."""
     port, http_port = free_port(), free_port()
     model = {"segmentation": str(bundles[0]), "classification": str(bundles[1]), "device": "cpu"}
+    model.update(groups.pop("model", {}))  # e.g. mode: silent
     config = agent_config(port, http_port, model=model, **groups)
     agent = TruthAgentProcess(workdir, config, port, http_port)
     agent.masks = masks
