@@ -92,6 +92,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Revert Alembic migrations down to ``revision`` (tests; an admin's way back)."""
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def ping(engine: Engine) -> None:
     """Run ``SELECT 1``; raises the driver's error (wrapped by SQLAlchemy) when unreachable."""
     with engine.connect() as conn:

@@ -23,6 +23,7 @@ from agent.cli import app as cli_app
 from agent.context import AgentContext, open_context
 from agent.delivery import Deliverer
 from agent.http.app import create_app
+from agent.jobs import lifecycle
 from agent.settings import DeploymentMode, load_settings
 from agent.worker import Worker
 from pipeline.phantoms import PhantomStudy
@@ -64,6 +65,8 @@ def _load(ctx: AgentContext, job_id: int) -> Job:
     with ctx.sessions() as session:
         job = session.get_one(Job, job_id)
         _ = job.outputs, job.deliveries, job.events
+        for delivery in job.deliveries:
+            _ = delivery.items
         return job
 
 
@@ -145,6 +148,17 @@ def test_silent_job_keeps_its_outputs_sends_nothing_then_live_delivers(
         received = {str(dcmread(p).SOPInstanceUID) for p in scp.received()}
         assert received == {o.sop_instance_uid for o in job.outputs}
         assert _load(ctx, silent_id).status == JobStatus.DONE  # the silent one stays unsent
+
+        # retried now that the model is live, the silent job runs again and is sent
+        with ctx.sessions.begin() as session:
+            assert lifecycle.retry(session, silent_id) == "job re-queued"
+        assert worker.run_one()
+        assert deliverer.deliver_due() == 1
+        job = _load(ctx, silent_id)
+        assert job.status == JobStatus.DONE
+        assert job.reason_code is None
+        (delivery,) = job.deliveries
+        assert len(scp.received()) == len(received) + len(delivery.items)
     finally:
         scp.stop()
         ctx.ingestor.close()
