@@ -129,6 +129,7 @@ def test_silent_job_keeps_its_outputs_sends_nothing_then_live_delivers(
         assert page.status_code == 200
         assert "SILENT MODE: not sent to the PACS." in page.text
         assert "validation" in page.text
+        assert 'class="silent-tag"' in client.get("/").text
         api = client.get(f"/api/jobs/{silent_id}").json()
         assert api["details"]["deployment"]["sent"] is False
         assert len(api["outputs"]) == 3
@@ -303,3 +304,23 @@ def test_cli_switch_records_the_unix_user(tmp_path: Path) -> None:
     finally:
         ctx.ingestor.close()
         ctx.engine.dispose()
+
+
+def test_a_silent_unevaluated_job_keeps_its_reason_and_its_sr_unsent(tmp_path: Path) -> None:
+    from tests.agent.test_delivery import _job_with_result, _settings
+
+    context = open_context(_settings(tmp_path, free_port(), model={"mode": "silent"}))
+    try:
+        job_id = _job_with_result(context, evaluated=False)
+        job = _load(context, job_id)
+        assert job.status == JobStatus.NOT_EVALUATED
+        assert job.reason_code == "no_axial_t2"  # the pipeline's reason stays the job's
+        assert [o.kind for o in job.outputs] == ["not_evaluated_sr"]
+        assert job.deliveries == []
+        (event,) = [e for e in job.events if e.kind == EventKind.SILENT_MODE]
+        assert "model.mode" in event.message
+        assert job.details is not None
+        assert job.details["deployment"]["sent"] is False
+    finally:
+        context.ingestor.close()
+        context.engine.dispose()
