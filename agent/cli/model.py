@@ -41,7 +41,8 @@ CLS_DATA_HELP = " ".join(CLS_DATA_HELP.split())
 train_app = typer.Typer(help="Train a network and write a model bundle.", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Evaluate a model bundle on labelled data.", no_args_is_help=True)
 model_app = typer.Typer(
-    help="Model bundles: check one, build the DEMO bundles.", no_args_is_help=True
+    help="Model bundles: check one, build the DEMO bundles, switch one live or silent.",
+    no_args_is_help=True,
 )
 
 

@@ -18,7 +18,11 @@ from agent.settings import DeploymentMode
 def register(app: typer.Typer) -> None:
     """Add ``model mode`` and ``model modes`` to the ``model`` group."""
 
-    @model_app.command("mode")
+    @model_app.command(
+        "mode",
+        help="Switch a model live or silent (audited: who, when, why); jobs recorded from now "
+        "on follow it. A job is silent when either of its two bundles is.",
+    )
     def model_mode(
         name: Annotated[str, typer.Argument(help="bundle name (manifest 'name')")],
         mode: Annotated[DeploymentMode, typer.Argument(help="live: send results; silent: keep")],
@@ -26,8 +30,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
         config: ConfigOption = None,
     ) -> None:
-        """Switch a model live or silent; jobs recorded from now on follow it. A job is silent
-        when either of its two bundles is."""
+        """Switch a model's deployment mode (help text above: typer keeps line breaks)."""
         settings = settings_or_exit(config)
         sessions = _sessions(settings)
         try:
