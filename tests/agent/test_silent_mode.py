@@ -242,6 +242,27 @@ def test_api_switch_records_the_caller_and_lists_models_and_the_trail(ctx: Agent
     assert "site validation" in page.text
 
 
+def test_a_switch_from_a_logged_in_browser_is_recorded_as_the_web_session(
+    ctx: AgentContext,
+) -> None:
+    from tests.agent.http_data import TOKEN
+
+    client = TestClient(create_app(ctx))
+    login = client.post("/login", data={"token": TOKEN, "next": "/models"}, follow_redirects=False)
+    assert login.status_code == 303
+    response = client.post("/api/models/bundle-a/mode", json={"mode": "silent", "reason": "r"})
+    assert response.status_code == 200, response.text
+    assert response.json()["actor"] == "web:session"
+    foreign = client.post(
+        "/api/models/bundle-a/mode",
+        json={"mode": "live", "reason": "r"},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert foreign.status_code == 403
+    with ctx.sessions() as session:
+        assert [c.actor for c in deployment.audit_trail(session)] == ["web:session"]
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-wrong-token-x"}])
 def test_api_refuses_callers_without_the_token(ctx: AgentContext, headers: dict[str, str]) -> None:
     client = TestClient(create_app(ctx), headers=headers)
