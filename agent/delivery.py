@@ -21,6 +21,7 @@ from agent.jobs import lifecycle
 from agent.masking import mask_url_password
 from agent.metrics import Metrics
 from agent.settings import Destination, Settings
+from agent.tls import client_context
 from storage import jobs
 from storage.models import Delivery, DeliveryItem, DeliveryStatus, EventKind, Output, utcnow
 
@@ -54,12 +55,21 @@ def send_dimse(
             | {_EXPLICIT_LE, _IMPLICIT_LE}
         )
         ae.add_requested_context(sop_class, syntaxes)
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    tls_args = None
+    if destination.tls.enabled:
+        try:
+            tls_args = (client_context(destination.tls), destination.host)
+        except ValueError as err:
+            raise ExportError("tls_config", f"{destination.name}: {err}") from err
+    assoc = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
+    )
     if not assoc.is_established:
         raise ExportError(
             "association_failed",
             f"{destination.ae_title}@{destination.host}:{destination.port} did not accept an "
-            "association (down, or our AE title not allowed there)",
+            "association (down, our AE title not allowed there"
+            + (", or the TLS handshake failed)" if tls_args else ")"),
         )
     sent: list[str] = []
     try:

@@ -22,6 +22,7 @@ from agent.errors import IngestError
 from agent.ingest import Ingestor
 from agent.metrics import Metrics
 from agent.settings import DicomSettings
+from agent.tls import handshake_metric_reason, start_tls_server
 from storage.models import AssociationStatus, IngestProtocol
 
 logger = logging.getLogger(__name__)
@@ -113,11 +114,25 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
-        self._server = self.ae.start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
-        )
+        address = (self.settings.host, self.settings.port)
+        if self.settings.tls.enabled:
+            self._server = start_tls_server(
+                self.ae,
+                address,
+                self.settings.tls,
+                handlers,
+                on_handshake_failed=lambda _peer, reason: self.metrics.associations_rejected.labels(
+                    handshake_metric_reason(reason)
+                ).inc(),
+            )
+        else:
+            self._server = self.ae.start_server(address, block=False, evt_handlers=handlers)
         logger.info(
-            "DICOM SCP %s listening on %s:%s", self.settings.ae_title, self.settings.host, self.port
+            "DICOM SCP %s listening on %s:%s%s",
+            self.settings.ae_title,
+            self.settings.host,
+            self.port,
+            " (TLS)" if self.settings.tls.enabled else "",
         )
 
     def stop(self) -> None:

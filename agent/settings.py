@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from agent.masking import mask_url_password
+from agent.tls import DestinationTls, DicomTls, ServerTls
 
 CONFIG_ENV = "LIVER_AGENT_CONFIG"
 ENV_PREFIX = "LIVER_AGENT__"
@@ -75,6 +76,9 @@ class DicomSettings(_Group):
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
     network_timeout: float = Field(default=120.0, gt=0)
+    tls: DicomTls = Field(
+        default_factory=DicomTls, description="DICOM TLS on the SCP's port (PS3.15 Annex B)"
+    )
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 
@@ -246,6 +250,9 @@ class Destination(_Group):
     seg_omit_empty_frames: bool = Field(
         default=False, description="some viewers misplace SEGs whose empty frames are omitted"
     )
+    tls: DestinationTls = Field(
+        default_factory=DestinationTls, description="DICOM TLS to this node (DIMSE only)"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Destination:
@@ -258,6 +265,8 @@ class Destination(_Group):
             raise ValueError(f"destination {self.name}: ae_title, host and port are all needed")
         if self.token and (self.username or self.password):
             raise ValueError(f"destination {self.name}: use token or username/password")
+        if self.tls.enabled and not dimse:
+            raise ValueError(f"destination {self.name}: tls is for DICOM nodes; use https://")
         return self
 
     @property
@@ -292,6 +301,7 @@ class HttpSettings(_Group):
         default=None,
         description="bearer token; required off loopback, else generated into var/http-token",
     )
+    tls: ServerTls = Field(default_factory=ServerTls, description="HTTPS for the API and pages")
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> HttpSettings:

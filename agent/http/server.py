@@ -12,6 +12,7 @@ import uvicorn
 
 from agent.errors import HttpConfigError
 from agent.http.app import create_app
+from agent.tls import server_context
 from agent.tokens import check_exposure, resolve_token
 
 if TYPE_CHECKING:
@@ -69,8 +70,17 @@ class HttpServer:
         self.token_path = resolved.path
         app = create_app(ctx, token=resolved.value)
         self.socket = bind_socket(http.host, http.port)
+        ssl_context = None
+        if http.tls.enabled:
+            try:
+                ssl_context = server_context(http.tls)
+            except ValueError as err:
+                raise HttpConfigError("http_tls_invalid", str(err)) from err
+        self.scheme = "https" if ssl_context else "http"
         config = uvicorn.Config(
             app,
+            # HTTPS with our context (TLS 1.2+), not uvicorn's own (no minimum version)
+            ssl_context_factory=(lambda _config, _default: ssl_context) if ssl_context else None,
             log_level="warning",
             access_log=False,  # URLs carry accession numbers and UIDs; tokens never
             lifespan="off",
@@ -96,7 +106,9 @@ class HttpServer:
                 raise HttpConfigError("http_start_failed", "the HTTP server did not start")
             time.sleep(0.02)
         where = f" (token in {self.token_path})" if self.token_path else ""
-        logger.info("HTTP API on %s port %s%s", self.socket.getsockname()[0], self.port, where)
+        logger.info(
+            "HTTP API on %s://%s:%s%s", self.scheme, self.socket.getsockname()[0], self.port, where
+        )
 
     def stop(self) -> None:
         self.server.should_exit = True
