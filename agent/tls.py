@@ -289,3 +289,23 @@ def start_tls_server(
     thread.start()
     ae._servers.append(server)  # AssociationServer.shutdown removes it from there
     return server
+
+
+def own_certificate_context(tls: ServerTls) -> ssl.SSLContext:
+    """A client context that trusts exactly the agent's own certificate (for the CLI asking
+    the running agent on this host: the certificate is pinned, so the name it was issued for
+    need not be the address asked).
+
+    Raises
+    ------
+    ValueError
+        No certificate configured, or it cannot be read.
+    """
+    if tls.certificate is None:
+        raise ValueError("tls: no certificate configured")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = MINIMUM_VERSION
+    context.check_hostname = False  # pinned instead: only this certificate is trusted
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    _load_cas(context, tls.certificate)
+    return context

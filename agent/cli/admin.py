@@ -3,13 +3,16 @@ HTTP token."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Annotated, Any
 
 import typer
+from requests.adapters import HTTPAdapter
 from rich.table import Table
 
 from agent.cli._common import ConfigOption, JsonOption, console, fail, print_json, settings_or_exit
 from agent.settings import Settings
+from agent.tls import own_certificate_context
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
@@ -19,7 +22,24 @@ def agent_url(settings: Settings) -> str:
     host = _WILDCARDS.get(settings.http.host, settings.http.host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.http.port}"
+    scheme = "https" if settings.http.tls.enabled else "http"
+    return f"{scheme}://{host}:{settings.http.port}"
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """HTTPS with our own SSL context (the agent's pinned certificate, no hostname check)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        kwargs["assert_hostname"] = False
+        super().init_poolmanager(*args, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Leave verification to the pinned context (requests would load its CA bundle)."""
 
 
 def _agent_checks(settings: Settings) -> list[dict[str, Any]]:
@@ -32,8 +52,14 @@ def _agent_checks(settings: Settings) -> list[dict[str, Any]]:
     resolved = resolve_token(settings, create=False)
     headers = {"Authorization": f"Bearer {resolved.value}"} if resolved else {}
     try:
-        response = requests.get(url, headers=headers, timeout=5)
-    except requests.RequestException as err:
+        with requests.Session() as session:
+            session.trust_env = False  # loopback: no proxy, no CA bundle from the environment
+            if settings.http.tls.enabled:
+                session.mount(
+                    "https://", _PinnedAdapter(own_certificate_context(settings.http.tls))
+                )
+            response = session.get(url, headers=headers, timeout=5)
+    except (requests.RequestException, ValueError) as err:
         return [{"name": "agent", "ok": False, "detail": f"not reachable at {url}: {err}"}]
     if response.status_code == 401:
         return [{"name": "agent", "ok": False, "detail": f"{url} refused our token (401)"}]

@@ -20,7 +20,12 @@ def start_banner(settings: Settings, dicom_port: int, http_port: int | None) -> 
     d = settings.dicom
     return (
         f"liver-agent listening: DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:{dicom_port}"
-        + (f", HTTP on http://{settings.http.host}:{http_port}/" if http_port is not None else "")
+        + (
+            f", HTTP on {'https' if settings.http.tls.enabled else 'http'}://"
+            f"{settings.http.host}:{http_port}/"
+            if http_port is not None
+            else ""
+        )
         + f"; database {mask_url_password(settings.database.url)}; spool {settings.spool.path}"
     )
 

@@ -273,12 +273,12 @@ def test_https_api_answers_with_the_token(pki: Pki, tmp_path: Path) -> None:
 
     port = free_port()
     token = "https-test-token-123"
-    settings = load_settings(
-        None,
-        database={"url": f"sqlite:///{tmp_path / 'db.sqlite'}"},
-        spool={"path": tmp_path / "spool", "min_free_mb": 0},
-        worker={"threads": 0},
-        http={
+    config = tmp_path / "agent.yaml"
+    groups = {
+        "database": {"url": f"sqlite:///{tmp_path / 'db.sqlite'}"},
+        "spool": {"path": str(tmp_path / "spool"), "min_free_mb": 0},
+        "worker": {"threads": 0},
+        "http": {
             "port": port,
             "token": token,
             "tls": {
@@ -287,8 +287,9 @@ def test_https_api_answers_with_the_token(pki: Pki, tmp_path: Path) -> None:
                 "private_key": str(pki.server.private_key),
             },
         },
-    )
-    ctx = open_context(settings)
+    }
+    config.write_text(json.dumps(groups))
+    ctx = open_context(load_settings(config))
     server = HttpServer(ctx)
     server.start()
     try:
@@ -304,6 +305,11 @@ def test_https_api_answers_with_the_token(pki: Pki, tmp_path: Path) -> None:
             requests.get(url, verify=str(pki.untrusted_ca), timeout=10)
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(f"http://localhost:{port}/api/jobs", timeout=10)
+        # `liver-agent health` asks the running agent over HTTPS (its own certificate pinned)
+        health = CliRunner().invoke(cli_app, ["health", "--json", "--config", str(config)])
+        checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
+        assert checks["agent"]["ok"] is True, checks["agent"]
+        assert checks["agent"]["detail"].startswith("running, answers at https://")
         _handshake(port, pki, ssl.TLSVersion.TLSv1_2)
         # asyncio's TLS either alerts (protocol version) or just closes the connection
         with pytest.raises(ssl.SSLError, match=r"PROTOCOL_VERSION|UNEXPECTED_EOF"):
