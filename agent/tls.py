@@ -113,6 +113,8 @@ def _load_chain(
 ) -> None:
     cert = _readable(certificate, "certificate")
     keyfile = _readable(key, "private_key")
+    if key.stat().st_mode & 0o077:
+        logger.warning("tls private_key %s may be read by group or others: chmod 600 it", key)
     try:
         context.load_cert_chain(
             cert, keyfile, password.get_secret_value() if password is not None else None

@@ -77,6 +77,20 @@ def test_tls_settings_are_checked_when_they_load(pki: Pki, tmp_path: Path) -> No
     assert not load_settings(None, http={"tls": {"certificate": "/nowhere.pem"}}).http.tls.enabled
 
 
+def test_a_private_key_others_may_read_is_warned_about(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = tmp_path / "open.key"
+    key.write_bytes(pki.server.private_key.read_bytes())
+    key.chmod(0o644)
+    load_settings(None, dicom={"tls": _scp_tls(pki, private_key=str(key))})
+    assert "may be read by group or others" in caplog.text
+    caplog.clear()
+    key.chmod(0o600)
+    load_settings(None, dicom={"tls": _scp_tls(pki, private_key=str(key))})
+    assert "may be read" not in caplog.text
+
+
 def test_config_check_rejects_a_mismatched_key_and_prints_no_secret(
     pki: Pki, tmp_path: Path
 ) -> None:
@@ -198,7 +212,7 @@ def test_tls_older_than_1_2_is_refused(tls_scp: StorageSCP, pki: Pki) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("tls_scp", [{"handshake_timeout": 2.0}], indirect=True)
+@pytest.mark.parametrize("tls_scp", [{"handshake_timeout": 5.0}], indirect=True)
 def test_a_silent_client_does_not_block_others_and_is_cut_off(
     tls_scp: StorageSCP, pki: Pki
 ) -> None:
@@ -208,10 +222,11 @@ def test_a_silent_client_does_not_block_others_and_is_cut_off(
         echo = _dcmtk(ECHOSCU, tls_scp.port, *_tls_args(pki.client, pki.ca))
         took = time.monotonic() - start
         assert echo.returncode == 0, echo.stderr
-        assert took < 2.0, f"echo waited {took:.1f} s behind a silent TLS client"
+        # well under the 5 s handshake deadline: the echo did not wait for the silent ones
+        assert took < 4.0, f"echo waited {took:.1f} s behind a silent TLS client"
         for sock in silent:  # closed by the handshake deadline
             assert sock.recv(1) == b""
-        assert time.monotonic() - start < 6
+        assert time.monotonic() - start < 10
     finally:
         for sock in silent:
             sock.close()
