@@ -15,7 +15,7 @@ from agent.settings import Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "liver-agent.example.yaml"
 # a commented-out option: "#" in column 0, then YAML ("#destinations:", "#  - name: pacs")
-COMMENTED_OPTION = re.compile(r"^#(?:| {2,})(?:- )?[a-z_]+:")
+COMMENTED_OPTION = re.compile(r"^#(?:| {2,})(?:- )?[a-z_][a-z0-9_-]*:")
 
 
 @pytest.fixture(autouse=True)
