@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.ingest import Ingestor
 from agent.metrics import Metrics
-from agent.models import ModelProvider
+from agent.model_provider import ModelProvider
 from agent.retention import spool_usage
 from agent.settings import Settings
 from storage.db import make_engine, make_sessionmaker, upgrade

@@ -19,7 +19,7 @@ from agent.jobs import lifecycle
 from agent.jobs.lifecycle import ClaimedJob
 from agent.jobs.routing import PlannedObject, build_objects, destinations_for, wanted_kinds
 from agent.metrics import Metrics
-from agent.models import ModelProvider
+from agent.model_provider import ModelProvider
 from agent.settings import Destination, Settings
 from pipeline.errors import PipelineError
 from storage import jobs, queries

@@ -183,6 +183,11 @@ class NotEvaluatedResult:
         """None: a study that was not evaluated has no classification."""
         return None
 
+    @property
+    def finding_withheld(self) -> None:
+        """None: nothing was withheld, there was no finding to give (see ``reason``)."""
+        return None
+
 
 PipelineResult: TypeAlias = EvaluatedResult | NotEvaluatedResult
 """What :func:`pipeline.run.run_pipeline` returns: evaluated, or not evaluated with a reason."""

@@ -270,7 +270,7 @@ def result_to_json(result: PipelineResult) -> dict[str, Any]:
             "threshold": classification.threshold,
             "mode": classification.mode,
         },
-        "finding_withheld": result.finding_withheld if result.evaluated else None,
+        "finding_withheld": result.finding_withheld,
         "liver_volume_ml": None
         if result.segmentation is None
         else round(result.segmentation.volume_ml, 1),

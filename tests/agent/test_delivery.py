@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from agent.context import AgentContext, open_context
 from agent.delivery import Deliverer
 from agent.jobs import lifecycle
-from agent.models import ModelProvider
+from agent.model_provider import ModelProvider
 from agent.retention import clean_results
 from agent.settings import Settings, load_settings
 from agent.worker import Worker
