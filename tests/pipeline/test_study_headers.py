@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -97,14 +96,19 @@ def test_reference_prefers_an_mr_image(tmp_path: Path) -> None:
     assert scan_study([tmp_path]).reference().SeriesInstanceUID == mr.uid
 
 
-def test_scanning_300_headers_takes_well_under_a_second(tmp_path: Path) -> None:
+def test_scanning_reads_headers_only_not_pixel_data(tmp_path: Path) -> None:
+    """Scanning a study reads each file's header and stops before the pixel data (its speed is
+    measured by bench/pipeline_speed.py, not asserted here): files whose pixel data is cut off
+    still scan, and no header holds pixel data."""
     s = generate_uid()
     vendor_header = {"ImageComments": "x" * 8000}  # stands in for a vendor's bulky private header
     for number in range(10):
         write_series(tmp_path, s, number + 1, f"series {number}", n=30, extra=vendor_header)
-    scan_study([tmp_path])  # warm the file cache and pydicom's imports
-    start = time.perf_counter()
+    for path in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - 64])  # half the 8 x 8 pixel data is cut off
+        with pytest.raises((EOFError, ValueError, OSError)):
+            dcmread(path).pixel_array  # noqa: B018 - a full read fails on these files
     study = scan_study([tmp_path])
-    elapsed = time.perf_counter() - start
     assert sum(len(x.headers) for x in study.series) == 300
-    assert elapsed < 1.0, f"scanning 300 headers took {elapsed:.2f} s"
+    assert all("PixelData" not in header for x in study.series for header in x.headers)
