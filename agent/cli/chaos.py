@@ -110,7 +110,7 @@ def build_chaos(
     seed: SeedOpt = 0,
     imagenet: ImagenetOpt = None,
     input_size: SizeOpt = 256,
-    bias_field: BiasOpt = True,
+    bias_field: BiasOpt = False,
     flip_tta: Annotated[
         bool, typer.Option("--flip-tta/--no-flip-tta", help="left-right flip test-time aug.")
     ] = False,
@@ -188,7 +188,7 @@ def cv_seg(
     seed: SeedOpt = 0,
     imagenet: ImagenetOpt = None,
     input_size: SizeOpt = 256,
-    bias_field: BiasOpt = True,
+    bias_field: BiasOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
     json_out: JsonOption = False,
 ) -> None:
