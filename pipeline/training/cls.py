@@ -3,37 +3,34 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 from pipeline.bundle import Bundle, Normalisation, Split, save_bundle
 from pipeline.inference import autocast
-from pipeline.networks import RESNET50, build_network, set_train_mode
+from pipeline.networks import RESNET50, build_network
 from pipeline.preprocess import classification_unit_image, normalise_channels, resize
 from pipeline.training.augment import random_affine, random_intensity
 from pipeline.training.data import ClsCase, DataError
 from pipeline.training.evaluate import evaluate_classification
 from pipeline.training.loop import (
     RESEARCH_USE,
+    EpochTask,
     TrainConfig,
     calibration_indices,
-    clone_state,
     init_encoder,
     make_optimiser,
     provisional_bundle,
-    recalibrate_batch_norm,
     resolve_precision,
+    run_epochs,
     seed_everything,
     training_device,
 )
-from pipeline.training.progress import TrainProgress
 from pipeline.training.split import split_cases
 
 logger = logging.getLogger(__name__)
@@ -133,64 +130,50 @@ def train_classification(
         net, config.lr, config.epochs * batches, max_minutes=config.max_minutes
     )
 
-    best_state, best_epoch, best_score = clone_state(net), 0, float("inf")
-    history: list[dict[str, float]] = []
-    started = time.monotonic()
-    epochs_done = 0
-    with TrainProgress(config.epochs, enabled=progress, title="classification") as bar:
-        for epoch in range(1, config.epochs + 1):
-            set_train_mode(net, RESNET50, frozen_encoder=config.freeze_encoder)
-            order = torch.randperm(images.shape[0], generator=gen)
-            bar.start_epoch(epoch, batches)
-            losses = []
-            for b in range(batches):
-                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-                x = _augment(images[idx], gen, options.mode) if config.augment else images[idx]
-                x = normalise_channels(x.to(device), norm, 3)
-                with autocast(device, precision):
-                    logits = net(x.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits.float(), labels[idx].to(device))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimiser.step()
-                schedule.step()
-                value = float(loss.detach())
-                losses.append(value)
-                bar.batch(value)
-            epochs_done = epoch
-            recalibrate_batch_norm(
-                net,
-                [normalise_channels(b, norm, 3) for b in torch.split(calib, config.batch_size)],
-                frozen=net if config.freeze_encoder else None,
-                device=device,
-                precision=precision,
-            )
-            record = {"epoch": float(epoch), "train_loss": float(np.mean(losses))}
-            if len(val_labels):
-                val_loss, val_acc = _validate(net, val_images, val_labels, norm, device, precision)
-                record.update(val_loss=val_loss, val_accuracy=val_acc)
-                score = val_loss
-            else:
-                score = -float(epoch)
-            history.append(record)
-            if score < best_score:
-                best_state, best_epoch, best_score = clone_state(net), epoch, score
-            info = f"loss {record['train_loss']:.4f}" + (
-                f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}"
-                f" (best @ {best_epoch})"
-                if len(val_labels)
-                else ""
-            )
-            bar.end_epoch(info)
-            logger.info("epoch %d: %s", epoch, info)
-            elapsed = (time.monotonic() - started) / 60.0
-            if (
-                config.max_minutes is not None
-                and elapsed * (epoch + 1) / epoch > config.max_minutes
-            ):
-                bar.log(f"stopping after epoch {epoch}: time budget {config.max_minutes} min")
-                break
-    train_seconds = time.monotonic() - started
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        x = _augment(images[idx], gen, options.mode) if config.augment else images[idx]
+        x = normalise_channels(x.to(device), norm, 3)
+        with autocast(device, precision):
+            logits = net(x.contiguous(memory_format=torch.channels_last))
+        return F.cross_entropy(logits.float(), labels[idx].to(device))
+
+    def validate() -> dict[str, float]:
+        val_loss, val_acc = _validate(net, val_images, val_labels, norm, device, precision)
+        return {"val_loss": val_loss, "val_accuracy": val_acc}
+
+    def describe(record: dict[str, float], best_score: float, best_epoch: int) -> str:
+        return f"loss {record['train_loss']:.4f}" + (
+            f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}"
+            f" (best @ {best_epoch})"
+            if len(val_labels)
+            else ""
+        )
+
+    task = EpochTask(
+        architecture=RESNET50,
+        items=int(images.shape[0]),
+        batch_loss=batch_loss,
+        calibration=[normalise_channels(b, norm, 3) for b in torch.split(calib, config.batch_size)],
+        frozen=net if config.freeze_encoder else None,
+        validate=validate if len(val_labels) else None,
+        score="val_loss",
+        maximise=False,
+        describe=describe,
+    )
+    run = run_epochs(
+        net,
+        task,
+        config,
+        optimiser=optimiser,
+        schedule=schedule,
+        gen=gen,
+        device=device,
+        precision=precision,
+        title="classification",
+        progress=progress,
+    )
+    history, best_state, best_epoch = run.history, run.best_state, run.best_epoch
+    epochs_done, train_seconds = run.epochs_done, run.train_seconds
 
     metrics: dict[str, float] = {"train_loss_last": history[-1]["train_loss"]}
     if len(val_labels):

@@ -1,5 +1,6 @@
 """What both trainers share: settings, seeding, precision, optimiser and schedule, encoder
-initialisation and freezing, and the provisional bundle used to test the chosen weights."""
+initialisation and freezing, the epoch loop (:func:`run_epochs`) and the provisional bundle used
+to test the chosen weights."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from torch import nn
 from pipeline.bundle import WEIGHTS, Bundle, Manifest
 from pipeline.errors import BundleError
 from pipeline.inference import bf16_supported, resolve_device
-from pipeline.networks import freeze_encoder, load_imagenet_encoder
+from pipeline.networks import freeze_encoder, load_imagenet_encoder, set_train_mode
+from pipeline.training.progress import TrainProgress
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +193,152 @@ def calibration_indices(count: int, limit: int = 64) -> torch.Tensor:
     if count <= limit:
         return torch.arange(count)
     return torch.linspace(0, count - 1, limit).round().long()
+
+
+@dataclass
+class EpochTask:
+    """What one network brings to the shared epoch loop (:func:`run_epochs`).
+
+    Attributes
+    ----------
+    architecture
+        The network's architecture name (for train mode and encoder freezing).
+    items
+        How many training items (slices or images) one epoch shuffles and batches.
+    batch_loss
+        Indices of one batch -> the loss of its forward pass (augmentation, normalisation and
+        the forward pass included; the loop does the backward pass and the optimiser step).
+    calibration
+        Normalised batches on which batch-norm statistics are re-estimated after each epoch.
+    frozen
+        The frozen part of the network whose statistics stay as they are, if any.
+    validate
+        The validation figures of the current weights (``None``: no validation cases, the last
+        epoch is kept).
+    score
+        The key of ``validate``'s figures that chooses the kept epoch.
+    maximise
+        Whether a higher score is better (Dice) or a lower one (loss).
+    describe
+        One line for the progress bar and the log: (record, best score, best epoch) -> text.
+    """
+
+    architecture: str
+    items: int
+    batch_loss: Callable[[torch.Tensor], torch.Tensor]
+    calibration: list[torch.Tensor]
+    frozen: nn.Module | None
+    validate: Callable[[], dict[str, float]] | None
+    score: str
+    maximise: bool
+    describe: Callable[[dict[str, float], float, int], str]
+
+
+@dataclass(frozen=True)
+class EpochsResult:
+    """What the epoch loop leaves: the kept weights and the history of every epoch."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+    epochs_done: int
+    train_seconds: float
+
+
+def run_epochs(
+    net: nn.Module,
+    task: EpochTask,
+    config: TrainConfig,
+    *,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    gen: torch.Generator,
+    device: torch.device,
+    precision: str,
+    title: str,
+    progress: bool,
+) -> EpochsResult:
+    """The epoch loop both trainers share.
+
+    Each epoch shuffles the items with ``gen``, steps the optimiser and schedule once per batch,
+    re-estimates batch-norm statistics, validates and keeps the best weights (the last epoch
+    when there is no validation); it stops early after the epoch whose projected end passes
+    ``config.max_minutes``.
+
+    Parameters
+    ----------
+    net
+        The network being trained (already on ``device``).
+    task
+        What the network brings: its batch loss, validation and score.
+    config
+        Training settings (epochs, batch size, encoder freezing, time budget).
+    optimiser, schedule
+        From :func:`make_optimiser`.
+    gen
+        The seeded generator (:func:`seed_everything`); shuffling draws from it.
+    device, precision
+        Where and how the network runs.
+    title
+        The progress bar's title.
+    progress
+        Show rich progress bars on stderr.
+
+    Returns
+    -------
+    EpochsResult
+        The kept weights, their epoch and score, and the history.
+    """
+    batches = max(1, -(-task.items // config.batch_size))
+    best_state, best_epoch = clone_state(net), 0
+    best_score = -math.inf if task.maximise else math.inf
+    history: list[dict[str, float]] = []
+    started = time.monotonic()
+    epochs_done = 0
+    with TrainProgress(config.epochs, enabled=progress, title=title) as bar:
+        for epoch in range(1, config.epochs + 1):
+            set_train_mode(net, task.architecture, frozen_encoder=config.freeze_encoder)
+            order = torch.randperm(task.items, generator=gen)
+            bar.start_epoch(epoch, batches)
+            losses = []
+            for b in range(batches):
+                loss = task.batch_loss(order[b * config.batch_size : (b + 1) * config.batch_size])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimiser.step()
+                schedule.step()
+                value = float(loss.detach())
+                losses.append(value)
+                bar.batch(value)
+            epochs_done = epoch
+            recalibrate_batch_norm(
+                net, task.calibration, frozen=task.frozen, device=device, precision=precision
+            )
+            record = {"epoch": float(epoch), "train_loss": float(np.mean(losses))}
+            if task.validate is not None:
+                record.update(task.validate())
+                score = record[task.score]
+            else:
+                score = float(epoch) if task.maximise else -float(epoch)  # keep the last epoch
+            history.append(record)
+            if (score > best_score) if task.maximise else (score < best_score):
+                best_state, best_epoch, best_score = clone_state(net), epoch, score
+            info = task.describe(record, best_score, best_epoch)
+            bar.end_epoch(info)
+            logger.info("epoch %d: %s", epoch, info)
+            elapsed = (time.monotonic() - started) / 60.0
+            if (
+                config.max_minutes is not None
+                and elapsed * (epoch + 1) / epoch > config.max_minutes
+            ):
+                bar.log(f"stopping after epoch {epoch}: time budget {config.max_minutes} min")
+                break
+    return EpochsResult(
+        best_state=best_state,
+        best_epoch=best_epoch,
+        best_score=best_score,
+        history=history,
+        epochs_done=epochs_done,
+        train_seconds=time.monotonic() - started,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,25 +13,24 @@ import torch.nn.functional as F  # noqa: N812
 
 from pipeline.bundle import Bundle, Normalisation, Split, save_bundle
 from pipeline.inference import autocast
-from pipeline.networks import UNET_RESNET34, build_network, encoder_module, set_train_mode
+from pipeline.networks import UNET_RESNET34, build_network, encoder_module
 from pipeline.preprocess import normalise_channels, resize, scale_to_unit, with_context
 from pipeline.training.augment import random_affine, random_bias_field, random_intensity
 from pipeline.training.data import SegCase
 from pipeline.training.evaluate import evaluate_segmentation
 from pipeline.training.loop import (
     RESEARCH_USE,
+    EpochTask,
     TrainConfig,
     calibration_indices,
-    clone_state,
     init_encoder,
     make_optimiser,
     provisional_bundle,
-    recalibrate_batch_norm,
     resolve_precision,
+    run_epochs,
     seed_everything,
     training_device,
 )
-from pipeline.training.progress import TrainProgress
 from pipeline.training.seg_metrics import dice
 from pipeline.training.split import split_cases
 
@@ -148,81 +146,66 @@ def train_segmentation(
         precision,
     )
 
-    best_state, best_epoch, best_score = clone_state(net), 0, -1.0
-    history: list[dict[str, float]] = []
-    started = time.monotonic()
-    epochs_done = 0
-    with TrainProgress(config.epochs, enabled=progress, title="segmentation") as bar:
-        for epoch in range(1, config.epochs + 1):
-            set_train_mode(net, UNET_RESNET34, frozen_encoder=config.freeze_encoder)
-            order = torch.randperm(images.shape[0], generator=gen)
-            bar.start_epoch(epoch, batches)
-            losses = []
-            for b in range(batches):
-                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-                x, y = images[idx], masks[idx]
-                if config.augment:
-                    x, y_aug = random_affine(x, y, gen)
-                    assert y_aug is not None
-                    y = y_aug
-                    if config.bias_field:
-                        x = random_bias_field(x, gen)
-                    x = random_intensity(x, gen)
-                if config.crop_size is not None and config.crop_size < config.input_size:
-                    x, y = random_crop(x, y, config.crop_size, gen)
-                x = normalise_channels(x.to(device), SEG_NORMALISATION, 3)
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = y.to(device)
-                with autocast(device, precision):
-                    logits = net(x)
-                logits = logits.float()
-                loss = F.binary_cross_entropy_with_logits(logits, y) + dice_loss(logits, y)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimiser.step()
-                schedule.step()
-                value = float(loss.detach())
-                losses.append(value)
-                bar.batch(value)
-            epochs_done = epoch
-            recalibrate_batch_norm(
-                net,
-                [
-                    normalise_channels(b, SEG_NORMALISATION, 3)
-                    for b in torch.split(calib, config.batch_size)
-                ],
-                frozen=encoder_module(net, UNET_RESNET34) if config.freeze_encoder else None,
-                device=device,
-                precision=precision,
-            )
-            train_loss = float(np.mean(losses))
-            record = {"epoch": float(epoch), "train_loss": train_loss}
-            if val_cases:
-                val_dice = _validation_dice(
-                    net, val_images, val_masks, val_ranges, device, precision, config.batch_size
-                )
-                record["val_dice"] = val_dice
-                score = val_dice
-            else:
-                score = float(epoch)  # no validation case: keep the last epoch
-            history.append(record)
-            if score > best_score:
-                best_state, best_epoch, best_score = clone_state(net), epoch, score
-            info = f"loss {train_loss:.4f}" + (
-                f"  val Dice {record['val_dice']:.4f} (best {best_score:.4f} @ {best_epoch})"
-                if val_cases
-                else ""
-            )
-            bar.end_epoch(info)
-            logger.info("epoch %d: %s", epoch, info)
-            elapsed = (time.monotonic() - started) / 60.0
-            if (
-                config.max_minutes is not None
-                and elapsed * (epoch + 1) / epoch > config.max_minutes
-            ):
-                bar.log(f"stopping after epoch {epoch}: time budget {config.max_minutes} min")
-                break
-    train_seconds = time.monotonic() - started
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        x, y = images[idx], masks[idx]
+        if config.augment:
+            x, y_aug = random_affine(x, y, gen)
+            assert y_aug is not None
+            y = y_aug
+            if config.bias_field:
+                x = random_bias_field(x, gen)
+            x = random_intensity(x, gen)
+        if config.crop_size is not None and config.crop_size < config.input_size:
+            x, y = random_crop(x, y, config.crop_size, gen)
+        x = normalise_channels(x.to(device), SEG_NORMALISATION, 3)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device)
+        with autocast(device, precision):
+            logits = net(x)
+        logits = logits.float()
+        return F.binary_cross_entropy_with_logits(logits, y) + dice_loss(logits, y)
+
+    def validate() -> dict[str, float]:
+        dice_ = _validation_dice(
+            net, val_images, val_masks, val_ranges, device, precision, config.batch_size
+        )
+        return {"val_dice": dice_}
+
+    def describe(record: dict[str, float], best_score: float, best_epoch: int) -> str:
+        return f"loss {record['train_loss']:.4f}" + (
+            f"  val Dice {record['val_dice']:.4f} (best {best_score:.4f} @ {best_epoch})"
+            if val_cases
+            else ""
+        )
+
+    task = EpochTask(
+        architecture=UNET_RESNET34,
+        items=int(images.shape[0]),
+        batch_loss=batch_loss,
+        calibration=[
+            normalise_channels(b, SEG_NORMALISATION, 3)
+            for b in torch.split(calib, config.batch_size)
+        ],
+        frozen=encoder_module(net, UNET_RESNET34) if config.freeze_encoder else None,
+        validate=validate if val_cases else None,
+        score="val_dice",
+        maximise=True,
+        describe=describe,
+    )
+    run = run_epochs(
+        net,
+        task,
+        config,
+        optimiser=optimiser,
+        schedule=schedule,
+        gen=gen,
+        device=device,
+        precision=precision,
+        title="segmentation",
+        progress=progress,
+    )
+    history, best_state, best_epoch = run.history, run.best_state, run.best_epoch
+    best_score, epochs_done, train_seconds = run.best_score, run.epochs_done, run.train_seconds
 
     metrics: dict[str, float] = {"train_loss_last": history[-1]["train_loss"]}
     if val_cases:
