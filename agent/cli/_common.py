@@ -10,8 +10,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console, ConsoleDimensions
+from sqlalchemy.orm import Session, sessionmaker
 
 from agent.settings import ConfigFileError, Settings, load_settings
+from storage.db import make_engine, make_sessionmaker, upgrade
 
 app = typer.Typer(
     name="liver-agent",
@@ -88,3 +90,12 @@ def settings_or_exit(config: Path | None) -> Settings:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def database_sessions(settings: Settings) -> sessionmaker[Session]:
+    """The database of ``settings`` (migrated to the head) for one CLI command."""
+    engine = make_engine(
+        settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
+    )
+    upgrade(engine)
+    return make_sessionmaker(engine)

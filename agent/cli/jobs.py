@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cli._common import (
     ConfigOption,
     JsonOption,
     console,
+    database_sessions,
     fail,
     print_json,
     settings_or_exit,
@@ -21,9 +21,7 @@ from agent.errors import AgentError
 from agent.jobs import lifecycle
 from agent.jobs.lifecycle import JobAction
 from agent.jobs.summaries import job_detail, job_summary, study_view
-from agent.settings import Settings
 from storage import queries
-from storage.db import make_engine, make_sessionmaker, upgrade
 from storage.jobs import list_jobs
 from storage.models import Job, JobStatus
 
@@ -36,15 +34,6 @@ STATUS_STYLE = {
     "failed": "red",
     "cancelled": "dim",
 }
-
-
-def _sessions(settings: Settings) -> sessionmaker[Session]:
-    """The database of ``settings`` (migrated to the head) for one CLI command."""
-    engine = make_engine(
-        settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
-    )
-    upgrade(engine)
-    return make_sessionmaker(engine)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -83,7 +72,7 @@ def register(app: typer.Typer) -> None:
             end = parse_bound("--to", created_to, upper=True)
         except FilterError as err:
             fail(str(err))
-        sessions = _sessions(settings_or_exit(config))
+        sessions = database_sessions(settings_or_exit(config))
         with sessions() as session:
             jobs, total = list_jobs(
                 session,
@@ -135,7 +124,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """One job: study, result, stage timings, events, outputs and deliveries."""
-        sessions = _sessions(settings_or_exit(config))
+        sessions = database_sessions(settings_or_exit(config))
         with sessions() as session:
             job = session.get(Job, job_id)
             if job is None:
@@ -215,7 +204,7 @@ def register(app: typer.Typer) -> None:
         from storage.spool import Spool
 
         settings = settings_or_exit(config)
-        sessions = _sessions(settings)
+        sessions = database_sessions(settings)
         with sessions() as session:
             job = session.get(Job, job_id)
             if job is None:
@@ -250,7 +239,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Studies received, most recent first."""
-        sessions = _sessions(settings_or_exit(config))
+        sessions = database_sessions(settings_or_exit(config))
         with sessions() as session:
             rows = [
                 study_view(session, s)
@@ -289,7 +278,7 @@ def register(app: typer.Typer) -> None:
 
 def _act(job_id: int, action: JobAction, config: Path | None) -> None:
     """Run an admin action through the job lifecycle (the same call as the HTTP API)."""
-    sessions = _sessions(settings_or_exit(config))
+    sessions = database_sessions(settings_or_exit(config))
     try:
         with sessions.begin() as session:
             outcome = lifecycle.perform(session, job_id, action)

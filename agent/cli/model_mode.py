@@ -9,8 +9,15 @@ import typer
 from rich.table import Table
 
 from agent import deployment
-from agent.cli._common import ConfigOption, JsonOption, console, fail, print_json, settings_or_exit
-from agent.cli.jobs import _sessions
+from agent.cli._common import (
+    ConfigOption,
+    JsonOption,
+    console,
+    database_sessions,
+    fail,
+    print_json,
+    settings_or_exit,
+)
 from agent.cli.model import model_app
 from agent.settings import DeploymentMode
 
@@ -32,7 +39,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Switch a model's deployment mode (help text above: typer keeps line breaks)."""
         settings = settings_or_exit(config)
-        sessions = _sessions(settings)
+        sessions = database_sessions(settings)
         try:
             with sessions.begin() as session:
                 known = deployment.known_names(session, settings.model, [])
@@ -72,7 +79,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Each known model's deployment mode, and the audit trail of switches (newest first)."""
         settings = settings_or_exit(config)
-        sessions = _sessions(settings)
+        sessions = database_sessions(settings)
         with sessions() as session:
             names = deployment.known_names(session, settings.model, [])
             modes = deployment.modes_of(session, settings.model, names)

@@ -22,6 +22,7 @@ from pipeline.training.loop import (
     RESEARCH_USE,
     EpochTask,
     TrainConfig,
+    batches_per_epoch,
     calibration_indices,
     init_encoder,
     make_optimiser,
@@ -124,7 +125,7 @@ def train_classification(
     net = build_network(RESNET50, 3, 2)
     encoder_note = init_encoder(net, RESNET50, config)
     net = net.to(device).to(memory_format=torch.channels_last)
-    batches = max(1, -(-images.shape[0] // config.batch_size))
+    batches = batches_per_epoch(int(images.shape[0]), config.batch_size)
     calib = images[calibration_indices(images.shape[0])]
     optimiser, schedule = make_optimiser(
         net, config.lr, config.epochs * batches, max_minutes=config.max_minutes

@@ -195,6 +195,11 @@ def calibration_indices(count: int, limit: int = 64) -> torch.Tensor:
     return torch.linspace(0, count - 1, limit).round().long()
 
 
+def batches_per_epoch(items: int, batch_size: int) -> int:
+    """How many batches one epoch of ``items`` makes (the last one may be short)."""
+    return max(1, -(-items // batch_size))
+
+
 @dataclass
 class EpochTask:
     """What one network brings to the shared epoch loop (:func:`run_epochs`).
@@ -290,7 +295,7 @@ def run_epochs(
     EpochsResult
         The kept weights, their epoch and score, and the history.
     """
-    batches = max(1, -(-task.items // config.batch_size))
+    batches = batches_per_epoch(task.items, config.batch_size)
     best_state, best_epoch = clone_state(net), 0
     best_score = -math.inf if task.maximise else math.inf
     history: list[dict[str, float]] = []

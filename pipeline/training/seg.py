@@ -22,6 +22,7 @@ from pipeline.training.loop import (
     RESEARCH_USE,
     EpochTask,
     TrainConfig,
+    batches_per_epoch,
     calibration_indices,
     init_encoder,
     make_optimiser,
@@ -131,7 +132,7 @@ def train_segmentation(
     net = build_network(UNET_RESNET34, 3, 1)
     encoder_note = init_encoder(net, UNET_RESNET34, config)
     net = net.to(device).to(memory_format=torch.channels_last)
-    batches = max(1, -(-images.shape[0] // config.batch_size))
+    batches = batches_per_epoch(int(images.shape[0]), config.batch_size)
     calib = images[calibration_indices(images.shape[0])]
     optimiser, schedule = make_optimiser(
         net, config.lr, config.epochs * batches, max_minutes=config.max_minutes
