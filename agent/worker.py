@@ -323,6 +323,8 @@ def _store_result(job: Job, result: PipelineResult) -> None:
         job.label = result.classification.label
         details["classification_mode"] = result.classification.mode
         details["threshold"] = result.classification.threshold
+    if result.evaluated and result.finding_withheld is not None:
+        details["finding_withheld"] = result.finding_withheld
     models = [m for m in (result.segmentation_model, result.classification_model) if m]
     if result.classification_model is not None:
         job.model_name = result.classification_model.name

@@ -250,6 +250,7 @@ def _job_context(detail: JobDetail) -> dict[str, Any]:
         "models": details.get("models") or [],
         "classification_mode": details.get("classification_mode"),
         "threshold": details.get("threshold"),
+        "finding_withheld": details.get("finding_withheld"),
         "silent": details.get("deployment"),
         "final": JobStatus(detail.status).is_final,
         "can_retry": JobAction.RETRY in offered,

@@ -103,6 +103,24 @@ def test_job_page_without_demo_has_no_demo_banner(client: TestClient, ctx: Agent
     assert "RESEARCH USE ONLY" in html
 
 
+def test_job_page_says_why_a_demo_classifier_withheld_the_finding(
+    client: TestClient, ctx: AgentContext
+) -> None:
+    job_id, _ = processed_job(ctx, demo=True)
+    why = "no cirrhosis finding: the classification model is a DEMO model"
+    with ctx.sessions.begin() as session:
+        job = session.get_one(Job, job_id)
+        job.label = None
+        job.probability = None
+        job.details = {**(job.details or {}), "finding_withheld": why}
+    html = client.get(f"/jobs/{job_id}").text
+    finding = re.search(r"<dt>Finding</dt><dd>(.*?)</dd>", html, re.DOTALL)
+    assert finding is not None
+    assert "withheld" in finding.group(1)
+    assert why in finding.group(1)
+    assert "none yet" not in finding.group(1)
+
+
 def test_retry_button_requeues_and_tells_what_happened(
     client: TestClient, ctx: AgentContext
 ) -> None:

@@ -12,6 +12,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from agent.worker import _store_result
 from pipeline.demo_bundles import bundle_paths
 from pipeline.demo_scope import (
     DEMO_SEGMENTATION_REFUSED,
@@ -24,6 +25,7 @@ from pipeline.outputs import OutputOptions, build_outputs, write_outputs
 from pipeline.phantoms import generate_study
 from pipeline.run import Models, result_to_json, run_pipeline
 from pipeline.study_headers import scan_study
+from storage.models import Job
 from tests.bundles import write_test_bundles
 from tests.chaos import CHAOS, requires_chaos
 from tests.pipeline.outputs.validation import assert_valid
@@ -143,6 +145,11 @@ def test_a_demo_classifier_behind_a_real_segmentation_gives_no_finding(
     summary = result_to_json(result)
     assert summary["classification"] is None
     assert "model.classification" in summary["finding_withheld"]
+    job = Job()  # what the worker keeps of it: the job page says why there is no finding
+    _store_result(job, result)
+    assert job.label is None
+    assert job.details is not None
+    assert job.details["finding_withheld"] == result.finding_withheld
 
     objects = build_outputs(result, OutputOptions(sc=True))
     assert [o.kind for o in objects] == ["seg", "sr", "sc"]  # the real SEG still goes out
