@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.jobs import lifecycle
 from agent.metrics import Metrics
 from agent.settings import CompletionSettings
+from agent.t2_first import T2First
 from storage import queries
-from storage.models import Job, Study, utcnow
+from storage.jobs import add_event
+from storage.models import EventKind, Job, Study, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,7 @@ def complete_ready_studies(
     on_queued: Callable[[], None] | None = None,
     *,
     watching_since: dt.datetime | None = None,
+    t2_first: T2First | None = None,
 ) -> list[int]:
     """Queue a job for every study that meets the completion rule; return the job ids.
 
@@ -31,6 +34,10 @@ def complete_ready_studies(
     latest of them not aborted) and nothing arrived for ``quiet_seconds``, or nothing arrived
     for ``stable_seconds`` since ``watching_since`` (the agent's start: a grace period for
     senders to resend after a restart). See :func:`storage.queries.studies_ready`.
+
+    With ``t2_first`` (:mod:`agent.t2_first`), a study whose T2-first job still holds is only
+    marked complete, and studies still arriving get their job as soon as their axial T2 series
+    is complete.
     """
     now = utcnow()
     created: list[int] = []
@@ -43,6 +50,18 @@ def complete_ready_studies(
             watching_since=watching_since,
         )
     for study_id in ready:
+        stands = t2_first.stands(study_id) if t2_first is not None else None
+        if stands is not None:
+            with sessions.begin() as session:
+                if not queries.mark_study_complete(session, study_id):
+                    continue
+                job_id = queries.latest_job_id(session, study_id)
+                if job_id is not None:
+                    add_event(session, job_id, EventKind.STATUS, stands, {"t2_first": "stands"})
+                study_uid = session.get_one(Study, study_id).study_instance_uid
+            logger.info("study %s complete: T2-first job %s stands", study_uid, job_id)
+            metrics.studies_completed.inc()
+            continue
         with sessions.begin() as session:
             study = session.get_one(Study, study_id)
             age = (now - study.last_received_at).total_seconds()
@@ -65,6 +84,8 @@ def complete_ready_studies(
                 job.version,
             )
         metrics.studies_completed.inc()
+    if t2_first is not None:
+        created.extend(t2_first.start_ready_series(now, watching_since=watching_since))
     if created and on_queued is not None:
         on_queued()
     return created

@@ -18,6 +18,7 @@ from agent.jobs import lifecycle
 from agent.retention import apply_retention
 from agent.scp import StorageSCP
 from agent.settings import Settings
+from agent.t2_first import T2First
 from agent.worker import Worker
 from storage import jobs, queries
 from storage.models import utcnow
@@ -43,6 +44,12 @@ class AgentService:
         self.delivery_lanes = DeliveryLanes()
         self.deliverer = Deliverer(
             settings, self.ctx.sessions, self.ctx.metrics, lanes=self.delivery_lanes
+        )
+        self.t2_first = T2First(
+            self.ctx.sessions,
+            self.ctx.spool,
+            settings.completion,
+            settings.pipeline.selection_rules,
         )
         self._threads: list[threading.Thread] = []
         self.http: Any = None
@@ -73,6 +80,7 @@ class AgentService:
             self.ctx.metrics,
             on_queued=self.ctx.wake_workers.set,
             watching_since=self.started_at,
+            t2_first=self.t2_first,
         )
 
     def _recover(self) -> None:

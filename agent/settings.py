@@ -134,6 +134,18 @@ class CompletionSettings(_Group):
     quiet_seconds: float = Field(default=5.0, ge=0, description="after association release")
     stable_seconds: float = Field(default=60.0, gt=0, description="fallback, whatever happens")
     poll_seconds: float = Field(default=1.0, gt=0)
+    t2_first: bool = Field(
+        default=True,
+        description="start the job as soon as the axial T2 series that selection would choose "
+        "is complete, while other series of the study are still arriving; a later better T2 "
+        "or more images of it make a new job version, other series change nothing",
+    )
+    series_quiet_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="T2-first: a series counts as complete when nothing of it arrived for this "
+        "long and its slices form a regular stack (all of ImagesInAcquisition, where given)",
+    )
 
     @model_validator(mode="after")
     def _stable_after_quiet(self) -> CompletionSettings:

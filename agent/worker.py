@@ -21,6 +21,7 @@ from agent.jobs.routing import PlannedObject, build_objects, destinations_for, w
 from agent.metrics import Metrics
 from agent.model_provider import ModelProvider
 from agent.settings import Destination, Settings
+from agent.t2_first import SNAPSHOT_KEY, snapshot_limit
 from pipeline.errors import PipelineError
 from storage import jobs, queries
 from storage.models import EventKind, Job, Output, OutputKind
@@ -122,8 +123,11 @@ class Worker:
         from pipeline.study_headers import scan_study
 
         with self.sessions() as session:
+            job = session.get_one(Job, claimed.job_id)
+            limit = snapshot_limit(job.details)  # a T2-first job: the instances it started on
             paths = [
-                self.spool.path_of(p) for p in queries.instance_paths(session, claimed.study_id)
+                self.spool.path_of(p)
+                for p in queries.instance_paths(session, claimed.study_id, up_to_instance_id=limit)
             ]
         models = self.models.get(timeout=0)
         options = PipelineOptions(
@@ -340,4 +344,6 @@ def _store_result(job: Job, result: PipelineResult) -> None:
         }
         for m in models
     ]
+    if SNAPSHOT_KEY in (job.details or {}):  # T2-first: what the job started on
+        details[SNAPSHOT_KEY] = (job.details or {})[SNAPSHOT_KEY]
     job.details = details

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -327,6 +328,17 @@ def studies_ready(
     ).all()
 
 
+def mark_study_complete(session: Session, study_id: int) -> bool:
+    """Mark a receiving study complete; False when it was no longer receiving (another
+    completer won)."""
+    won = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.status == StudyStatus.RECEIVING)
+        .values(status=StudyStatus.COMPLETE, completed_at=utcnow())
+    )
+    return bool(getattr(won, "rowcount", 0))
+
+
 def complete_study(session: Session, study_id: int, *, rule: str) -> Job | None:
     """Mark the study complete and queue a new job version for it.
 
@@ -335,12 +347,7 @@ def complete_study(session: Session, study_id: int, *, rule: str) -> Job | None:
     None when the study was no longer receiving (another completer won).
     """
     now = utcnow()
-    won = session.execute(
-        update(Study)
-        .where(Study.id == study_id, Study.status == StudyStatus.RECEIVING)
-        .values(status=StudyStatus.COMPLETE, completed_at=now)
-    )
-    if not getattr(won, "rowcount", 0):
+    if not mark_study_complete(session, study_id):
         return None
     study = session.get_one(Study, study_id)
     previous = session.scalar(
@@ -433,16 +440,94 @@ def list_studies(session: Session, *, limit: int = 100, offset: int = 0) -> Sequ
     ).all()
 
 
-def instance_paths(session: Session, study_id: int) -> list[str]:
-    """Spool-relative paths of every instance of the study."""
+def instance_paths(
+    session: Session, study_id: int, *, up_to_instance_id: int | None = None
+) -> list[str]:
+    """Spool-relative paths of every instance of the study; with ``up_to_instance_id``, only
+    those recorded up to that row (the snapshot a T2-first job runs on)."""
+    query = (
+        select(Instance.path)
+        .join(Series, Series.id == Instance.series_id)
+        .where(Series.study_id == study_id)
+        .order_by(Instance.id)
+    )
+    if up_to_instance_id is not None:
+        query = query.where(Instance.id <= up_to_instance_id)
+    return list(session.scalars(query).all())
+
+
+# --- T2-first: series-level completion ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesArrival:
+    """How far one series of a receiving study has arrived."""
+
+    series_id: int
+    series_instance_uid: str
+    instance_count: int
+    last_received_at: dt.datetime
+    max_instance_id: int
+
+
+def receiving_studies_without_job(session: Session) -> Sequence[int]:
+    """Ids of studies still receiving that have no job yet (T2-first candidates)."""
+    has_job = select(Job.id).where(Job.study_id == Study.id).exists()
+    return session.scalars(
+        select(Study.id).where(Study.status == StudyStatus.RECEIVING, ~has_job).order_by(Study.id)
+    ).all()
+
+
+def series_arrivals(session: Session, study_id: int) -> list[SeriesArrival]:
+    """Per series of the study: instances recorded, the latest arrival, the newest row id."""
+    rows = session.execute(
+        select(
+            Series.id,
+            Series.series_instance_uid,
+            func.count(Instance.id),
+            func.max(Instance.received_at),
+            func.max(Instance.id),
+        )
+        .join(Instance, Instance.series_id == Series.id)
+        .where(Series.study_id == study_id)
+        .group_by(Series.id, Series.series_instance_uid)
+        .order_by(Series.id)
+    ).all()
+    return [
+        SeriesArrival(int(sid), str(uid), int(n), last, int(top)) for sid, uid, n, last, top in rows
+    ]
+
+
+def series_instance_paths(session: Session, series_id: int) -> list[str]:
+    """Spool-relative paths of every instance of one series."""
     return list(
         session.scalars(
-            select(Instance.path)
-            .join(Series, Series.id == Instance.series_id)
-            .where(Series.study_id == study_id)
-            .order_by(Instance.id)
+            select(Instance.path).where(Instance.series_id == series_id).order_by(Instance.id)
         ).all()
     )
+
+
+def queue_t2_first_job(
+    session: Session, study_id: int, *, snapshot: dict[str, Any], message: str
+) -> Job | None:
+    """Queue version 1 of a job for a study that is still receiving, on the instances recorded
+    so far (``snapshot["max_instance_id"]``), because its axial T2 series is complete. None
+    when the study stopped receiving or got a job meanwhile (another check won)."""
+    study = lock_study(session, study_id)
+    if study.status != StudyStatus.RECEIVING or latest_job_id(session, study_id) is not None:
+        return None
+    job = Job(
+        study_id=study_id,
+        version=1,
+        status=JobStatus.QUEUED,
+        instance_count=int(snapshot["instance_count_study"]),
+        created_at=utcnow(),
+        details={"t2_first": snapshot},
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, EventKind.QUEUED, message, {"t2_first": snapshot})
+    return job
 
 
 def spool_usage(session: Session) -> tuple[int, int]:
