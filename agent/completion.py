@@ -36,8 +36,7 @@ def complete_ready_studies(
     senders to resend after a restart). See :func:`storage.queries.studies_ready`.
 
     With ``t2_first`` (:mod:`agent.t2_first`), a study whose T2-first job still holds is only
-    marked complete, and studies still arriving get their job as soon as their axial T2 series
-    is complete.
+    marked complete (the service starts those jobs from its own series watch).
     """
     now = utcnow()
     created: list[int] = []
@@ -50,7 +49,7 @@ def complete_ready_studies(
             watching_since=watching_since,
         )
     for study_id in ready:
-        stands = t2_first.stands(study_id) if t2_first is not None else None
+        stands = _stands(t2_first, study_id)
         if stands is not None:
             with sessions.begin() as session:
                 if not queries.mark_study_complete(session, study_id):
@@ -84,8 +83,18 @@ def complete_ready_studies(
                 job.version,
             )
         metrics.studies_completed.inc()
-    if t2_first is not None:
-        created.extend(t2_first.start_ready_series(now, watching_since=watching_since))
     if created and on_queued is not None:
         on_queued()
     return created
+
+
+def _stands(t2_first: T2First | None, study_id: int) -> str | None:
+    """Whether the study's T2-first job stands (see :meth:`T2First.stands`); when that cannot
+    be decided, a new version runs, as for any study that completes."""
+    if t2_first is None:
+        return None
+    try:
+        return t2_first.stands(study_id)
+    except Exception:
+        logger.exception("T2-first: could not check study %s; a new job version runs", study_id)
+        return None

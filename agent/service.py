@@ -83,6 +83,16 @@ class AgentService:
             t2_first=self.t2_first,
         )
 
+    def _watch_series(self) -> None:
+        """T2-first: every ``series_poll_seconds``, queue a job for every study still arriving
+        whose axial T2 series is complete (:mod:`agent.t2_first`)."""
+        while not self.stop_event.wait(self.settings.completion.series_poll_seconds):
+            try:
+                if self.t2_first.start_ready_series(utcnow(), watching_since=self.started_at):
+                    self.ctx.wake_workers.set()
+            except Exception:  # a bad study must not stop the watch; completion still runs
+                logger.exception("T2-first check failed")
+
     def _recover(self) -> None:
         """After a crash or restart: close dangling associations, re-queue orphaned jobs,
         drop temporary spool files, put interrupted deliveries back to pending."""
@@ -180,6 +190,10 @@ class AgentService:
                 name=f"worker-{n}",
                 daemon=True,
             )
+            thread.start()
+            self._threads.append(thread)
+        if s.completion.t2_first:  # a loop, not a scheduler job: a slow scan is not a "miss"
+            thread = threading.Thread(target=self._watch_series, name="t2-first", daemon=True)
             thread.start()
             self._threads.append(thread)
         if s.http.enabled:

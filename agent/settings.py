@@ -146,6 +146,11 @@ class CompletionSettings(_Group):
         description="T2-first: a series counts as complete when nothing of it arrived for this "
         "long and its slices form a regular stack (all of ImagesInAcquisition, where given)",
     )
+    series_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="T2-first: how often the series of studies still arriving are looked at",
+    )
 
     @model_validator(mode="after")
     def _stable_after_quiet(self) -> CompletionSettings:

@@ -27,7 +27,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.settings import CompletionSettings
 from pipeline.selection import SelectionRules, load_rules, select_t2_series, series_features
-from pipeline.study_headers import SeriesHeaders, StudyHeaders, header_value, scan_study
+from pipeline.study_headers import (
+    SeriesHeaders,
+    StudyHeaders,
+    header_value,
+    read_series_headers,
+)
 from storage import queries
 from storage.models import Job, JobStatus, Study
 from storage.spool import Spool
@@ -113,8 +118,10 @@ class T2First:
             arrivals = queries.series_arrivals(session, study_id)
             study_uid = session.get_one(Study, study_id).study_instance_uid
             quiet_ids = {a.series_id for a in arrivals if a.last_received_at <= now - quiet}
+            # judged again only when a series became quiet (or grew after it was): a series
+            # that is still arriving is judged once it stops
             signature = tuple(
-                (a.series_instance_uid, a.instance_count, a.series_id in quiet_ids)
+                (a.series_instance_uid, a.instance_count if a.series_id in quiet_ids else None)
                 for a in arrivals
             )
             if not quiet_ids or self._seen.get(study_id) == signature:
@@ -223,17 +230,19 @@ class T2First:
     ) -> StudyHeaders:
         series: list[SeriesHeaders] = []
         for arrival in arrivals:
-            cached = self._headers.get(arrival.series_instance_uid)
+            uid = arrival.series_instance_uid
+            cached = self._headers.get(uid)
             if cached is None or cached[0] != arrival.instance_count:
                 paths = [
                     self.spool.path_of(p)
                     for p in queries.series_instance_paths(session, arrival.series_id)
                 ]
-                scanned = scan_study(paths).series
-                if not scanned:
+                earlier = None if cached is None else cached[1]
+                read = read_series_headers(uid, paths, earlier)  # new files only
+                if read is None:
                     continue
-                cached = (arrival.instance_count, scanned[0])
-                self._headers[arrival.series_instance_uid] = cached
+                cached = (arrival.instance_count, read)
+                self._headers[uid] = cached
             series.append(cached[1])
         return StudyHeaders(study_uid, tuple(series), ())
 

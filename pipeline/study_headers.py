@@ -139,6 +139,26 @@ def scan_study(paths: Iterable[Path]) -> StudyHeaders:
     return StudyHeaders(study_uid, tuple(series), tuple(skipped))
 
 
+def read_series_headers(
+    series_instance_uid: str, paths: Iterable[Path], earlier: SeriesHeaders | None = None
+) -> SeriesHeaders | None:
+    """The headers of one series' files (read without pixel data), for a series that is still
+    growing: files already in ``earlier`` are not read again. Files that cannot be used (see
+    :func:`scan_study`) or belong to another series are left out; None when none is left."""
+    items: list[tuple[Dataset, Path]] = []
+    known: set[Path] = set()
+    if earlier is not None:
+        items = list(zip(earlier.headers, earlier.paths, strict=True))
+        known = set(earlier.paths)
+    for path in paths:
+        if path in known:
+            continue
+        header, _ = _read_header(path)
+        if header is not None and str(header.SeriesInstanceUID) == series_instance_uid:
+            items.append((header, path))
+    return _series(series_instance_uid, items) if items else None
+
+
 def _files(paths: Iterable[Path]) -> Iterator[Path]:
     """Every file under ``paths`` (folders recursively, sorted), each once."""
     seen: set[Path] = set()

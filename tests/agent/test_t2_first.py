@@ -122,7 +122,11 @@ class Sender:
 
 
 def _check(ctx: AgentContext, t2: T2First) -> list[int]:
-    return complete_ready_studies(ctx.sessions, ctx.settings.completion, ctx.metrics, t2_first=t2)
+    """What the service does: its series watch, then its completion check."""
+    started = t2.start_ready_series(utcnow())
+    return started + complete_ready_studies(
+        ctx.sessions, ctx.settings.completion, ctx.metrics, t2_first=t2
+    )
 
 
 def test_the_job_starts_when_the_t2_series_is_complete_while_the_study_arrives(
