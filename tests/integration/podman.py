@@ -20,7 +20,9 @@ ULIMITS = shlex.split(
 BASE_IMAGE = "localhost/liver-agent-base:bookworm-python3"  # what build-image.sh bootstraps
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``podman FLAGS ARGS``; on failure with ``check`` raise with its output."""
     result = subprocess.run(
         ["podman", *FLAGS, *args], capture_output=True, text=True, check=False, timeout=timeout
