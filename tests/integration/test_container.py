@@ -164,6 +164,9 @@ def test_image_receives_a_study_delivers_seg_and_sr_and_keeps_its_history(
         tmp_path / "study", masks, seed=5, roles=("localizer", "ax_t2", "dwi"), cirrhotic=True
     )
     segmentation, classification = write_test_bundles(tmp_path / "bundles")
+    for path in [segmentation.parent, *segmentation.parent.rglob("*")]:
+        # bundles are written owner-only; the container's user (uid 10001) reads them
+        path.chmod(0o755 if path.is_dir() else 0o644)
     dicom_port, http_port, dest_port = free_port(), free_port(), free_port()
     token = secrets.token_urlsafe(24)
     settings = {
