@@ -127,3 +127,14 @@ def test_image_health_check_asks_readyz_and_compose_keeps_it(
     # compose adds no health check of its own and does not switch the image's off
     assert "healthcheck" not in agent_service
     assert "LIVER_AGENT__HTTP__TOKEN" in agent_service["environment"]  # what health sends
+
+
+def test_container_test_says_why_it_skips_where_podman_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.podman import missing_requirement
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no podman on the PATH
+    reason = missing_requirement()
+    assert reason is not None
+    assert "podman is not installed" in reason

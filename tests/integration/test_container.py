@@ -121,7 +121,7 @@ class Container:
         pm.podman("stop", "--time", "30", self.name, timeout=90)
 
     def remove(self) -> None:
-        pm.podman("rm", "--force", "--time", "5", self.name, check=False, timeout=90)
+        pm.podman("rm", "--force", "--volumes", "--time", "5", self.name, check=False, timeout=90)
 
 
 class Api:
@@ -156,6 +156,9 @@ class Api:
         return job
 
 
+# building the image from nothing (the base bootstrapped, torch and the dependencies installed)
+# takes about 13 minutes on 2 busy cores; podman's layer cache makes later builds take seconds
+@pytest.mark.timeout(3600)
 def test_image_receives_a_study_delivers_seg_and_sr_and_keeps_its_history(
     image: str, volume: str, tmp_path: Path
 ) -> None:
