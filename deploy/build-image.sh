@@ -31,7 +31,9 @@ if [ "${1:-}" = --base-only ]; then
   shift
 fi
 tag=${1:-liver-agent:$version}
+# the pip whose configuration counts: the project's venv (make setup), else python3's
 python=${PYTHON:-python3}
+[ -n "${PYTHON:-}" ] || [ ! -x .venv/bin/python ] || python=.venv/bin/python
 started=$(date +%s)
 
 # --- the base image -------------------------------------------------------------------------
@@ -83,16 +85,21 @@ mount_local() { # mount every local path a pip option value names (file:// URLs,
     mounts+=(--volume "$path:$path:ro")
   done
 }
-declare -A pip_option=()
+declare -A pip_option=() from_env=()
 while IFS= read -r line; do # lines like global.find-links='/opt/wheels' or :env:.find-links='...'
   key=${line%%=*}
+  scope=${key%.*}
   key=${key##*.}
   value=${line#*=}
   value=${value#\'}
   value=${value%\'}
   case "$key" in
     index-url | extra-index-url | find-links | constraint | cert | no-index | trusted-host)
-      pip_option[$key]=$value ;; # later scopes (environment) win, as they do for pip
+      # PIP_* environment variables win over the files, as they do for pip
+      [ -n "${from_env[$key]:-}" ] && continue
+      [ "$scope" = :env: ] && from_env[$key]=1
+      pip_option[$key]=$value
+      ;;
   esac
 done < <("$python" -m pip config list 2>/dev/null || true)
 for key in "${!pip_option[@]}"; do
