@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium
+# podman, runc, debootstrap: the container image test (tests/integration/test_container.py)
+APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium podman runc debootstrap
 
 .PHONY: setup run test test-fast lint typecheck pytest system-packages demo clean
 
