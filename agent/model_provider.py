@@ -33,7 +33,7 @@ class ModelProvider:
         self._error: str | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stamp: tuple[int, int] | None = None  # model store choice the models follow
+        self._stamp: bytes | None = None  # model store choice the models follow
         self._switch = threading.Lock()
 
     @property
@@ -102,7 +102,7 @@ class ModelProvider:
         finally:
             self._done.set()
 
-    def _store_stamp(self) -> tuple[int, int] | None:
+    def _store_stamp(self) -> bytes | None:
         from agent.model_store import ModelStore
 
         return ModelStore(self.settings.store).selection_stamp()

@@ -200,13 +200,13 @@ class ModelStore:
                 "store_unreadable", f"{file} is damaged ({err}); run 'liver-agent model use' again"
             ) from err
 
-    def selection_stamp(self) -> tuple[int, int] | None:
-        """Changes whenever ``in-use.json`` is rewritten (its inode and mtime); None without."""
+    def selection_stamp(self) -> bytes | None:
+        """The content of ``in-use.json`` (a few hundred bytes, read before each job): it
+        changes with every choice; None without one."""
         try:
-            st = (self.root / IN_USE).stat()
+            return (self.root / IN_USE).read_bytes()
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_mtime_ns)
 
     # -- changing ------------------------------------------------------------------------
 
