@@ -23,6 +23,7 @@ from tests.bundles import write_test_bundles
 from tests.cli_output import unwrapped
 
 CLS_NAME = "test-classification-untrained"
+pytestmark = pytest.mark.slow  # ResNet50 bundles (94 MB) hashed, copied and loaded
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +174,6 @@ def test_use_switches_the_serving_bundle_and_list_shows_it(
     assert serving_bundles(settings) == (None, bundles["cls"])
 
 
-@pytest.mark.slow  # loads the networks three times
 def test_a_running_provider_serves_the_chosen_bundle_from_the_next_job_on(
     bundles: dict[str, Path], tmp_path: Path
 ) -> None:
