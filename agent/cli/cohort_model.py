@@ -109,6 +109,7 @@ def evaluate_cohort(
     from pipeline.training.cls_report import classification_report
     from pipeline.training.cls_report_html import write_report
     from pipeline.training.cohort import read_cohort
+    from pipeline.training.data import DataError
     from pipeline.training.evaluate import cases_for_split
 
     def run() -> Any:
@@ -117,7 +118,15 @@ def evaluate_cohort(
             fail(escape(f"{model} is a {bundle.manifest.task} bundle, not a classifier"))
         cohort = read_cohort(cohort_dir, labels)
         all_ids = [c.study_uid for c in cohort.cases]
-        ids = set(cases_for_split(bundle, all_ids, split))
+        try:
+            ids = set(cases_for_split(bundle, all_ids, split))
+        except DataError as err:
+            raise DataError(
+                err.code,
+                f"{err.message}. The bundle was not trained on this package (or on other "
+                "labels of it): evaluate every labelled study with --split all (an external "
+                "validation)",
+            ) from err
         chosen = [c for c in cohort.cases if c.study_uid in ids]
         report = classification_report(bundle, chosen, cohort.readers, split=split, device=device)
         return report, write_report(report, out)

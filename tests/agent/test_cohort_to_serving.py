@@ -110,6 +110,13 @@ def test_a_package_becomes_the_serving_classifier(tmp_path: Path, truth_masks: P
     assert (report / "report.html").is_file()
 
     seg, cls = write_test_bundles(tmp_path / "bundles")
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "cls", "--cohort", str(package), "--model", str(cls), "--out",
+         str(tmp_path / "elsewhere")],
+    )  # fmt: skip
+    assert result.exit_code == 1  # a bundle trained elsewhere has no test part here
+    assert "evaluate every labelled study with --split all" in unwrapped(result.output)
     settings = settings_for(
         tmp_path,
         model={"segmentation": seg, "classification": cls, "device": "cpu",
