@@ -166,9 +166,10 @@ def _check_values(path: Path, rows: list[dict[str, str]], readers: list[str]) ->
     seen: dict[str, int] = {}
     for number, row in enumerate(rows, start=2):  # row 1 is the header
         where = _row_name(number, row)
-        if row["label"] not in ("0", "1"):
-            shown = repr(row["label"]) if row["label"] else "empty"
-            problems.append(f"{where}: label {shown} is not 0 or 1")
+        if not row["label"]:
+            problems.append(f"{where}: label is empty (not labelled yet?)")
+        elif row["label"] not in ("0", "1"):
+            problems.append(f"{where}: label {row['label']!r} is not 0 or 1")
         for reader in readers:
             value = row.get(READER_PREFIX + reader, "")
             if value not in ("", "0", "1"):

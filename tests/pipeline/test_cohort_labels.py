@@ -57,7 +57,7 @@ def test_the_exported_package_reads_as_labelled_slices(
     [
         ({2: {"label": "2"}}, "", "labels_value", ["row 4", "label '2' is not 0 or 1"]),
         ({0: {"label": "cirrhosis"}}, "", "labels_value", ["row 2", "'cirrhosis'"]),
-        ({1: {"label": ""}}, "", "labels_value", ["row 3", "label empty", "delete the rows"]),
+        ({1: {"label": ""}}, "", "labels_value", ["row 3", "label is empty", "delete the rows"]),
         ({3: {"reader_bob": "maybe"}}, "", "labels_value", ["row 5", "reader_bob 'maybe'"]),
         ({3: {"patient_key": ""}}, "", "labels_value", ["row 5", "patient_key is empty"]),
         ({}, "patient_key", "labels_columns", ["missing column(s) patient_key"]),
