@@ -36,7 +36,7 @@ def guard(action: Callable[[], T]) -> T:
 
 def train_from_cohort(
     cohort_dir: Path,
-    labels: Path,
+    labels: Path | None,
     out: Path,
     config: Any,
     options: Any,
@@ -102,7 +102,7 @@ def print_card(bundle: Any) -> None:
 
 
 def evaluate_cohort(
-    cohort_dir: Path, labels: Path, model: Path, out: Path, *, split: str, device: str
+    cohort_dir: Path, labels: Path | None, model: Path, out: Path, *, split: str, device: str
 ) -> Any:
     """Evaluate the bundle on the package's labelled studies and write the report."""
     from pipeline.bundle import load_bundle

@@ -84,8 +84,11 @@ CohortOpt = Annotated[
     typer.Option("--cohort", help="labelling package of 'cohort export' (instead of --data)"),
 ]
 LabelsOpt = Annotated[
-    Path,
-    typer.Option("--labels", help="with --cohort: the filled-in labels CSV (path or name in it)"),
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="with --cohort: the filled-in labels CSV (default: labels.csv of the package)",
+    ),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="bundle folder to write")]
 ModelOpt = Annotated[Path, typer.Option("--model", help="model bundle folder")]
@@ -214,7 +217,7 @@ def train_cls(
     out: OutOpt,
     data: ClsDataOpt = None,
     cohort: CohortOpt = None,
-    labels: LabelsOpt = Path("labels.csv"),
+    labels: LabelsOpt = None,
     epochs: EpochsOpt = None,
     device: DeviceOpt = Device.AUTO,
     encoder_weights: WeightsOpt = None,
@@ -393,7 +396,7 @@ def evaluate_cls(
     model: ModelOpt,
     data: ClsDataOpt = None,
     cohort: CohortOpt = None,
-    labels: LabelsOpt = Path("labels.csv"),
+    labels: LabelsOpt = None,
     report_out: Annotated[
         Path | None,
         typer.Option("--out", help="with --cohort: report folder (report.html, .json, PNGs)"),

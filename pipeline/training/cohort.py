@@ -85,8 +85,11 @@ def patient_labels(cases: list[CohortCase]) -> dict[str, int]:
     return out
 
 
-def resolve_labels_file(folder: Path, labels: Path) -> Path:
-    """The labels file: ``labels`` as given, else the same name inside the package."""
+def resolve_labels_file(folder: Path, labels: Path | None) -> Path:
+    """The labels file: the package's own ``labels.csv`` when None; else ``labels`` as given,
+    else (a relative path that does not exist) the same path inside the package."""
+    if labels is None:
+        labels = folder / LABELS_FILE
     if labels.is_file():
         return labels
     inside = folder / labels
@@ -95,7 +98,7 @@ def resolve_labels_file(folder: Path, labels: Path) -> Path:
     raise DataError("labels_missing", f"labels file {labels} does not exist")
 
 
-def read_cohort(folder: Path, labels: Path) -> LabelledCohort:
+def read_cohort(folder: Path, labels: Path | None = None) -> LabelledCohort:
     """Read and check a labelling package and its filled-in labels file.
 
     Parameters
@@ -103,7 +106,8 @@ def read_cohort(folder: Path, labels: Path) -> LabelledCohort:
     folder
         The package (``liver-agent cohort export`` output).
     labels
-        The labels CSV the readers filled in (a path, or a name inside the package).
+        The labels CSV the readers filled in (a path, or a name inside the package); None:
+        the package's own ``labels.csv``.
 
     Raises
     ------

@@ -32,6 +32,7 @@ def test_the_exported_package_reads_as_labelled_slices(
 ) -> None:
     folder, studies = package
     cohort = read_cohort(folder, Path("labels.csv"))  # a name inside the package
+    assert read_cohort(folder).labels_file == folder / "labels.csv"  # the default
     assert [c.study_uid for c in cohort.cases] == [s.study_uid for s in studies]
     assert [c.case.label for c in cohort.cases] == [s.label for s in studies]
     assert cohort.readers == ["alice", "bob"]
