@@ -113,11 +113,16 @@ def known_names(session: Session, settings: ModelSettings, loaded: list[str]) ->
 
 
 def _configured_names(settings: ModelSettings) -> list[str]:
+    from agent.model_store import ModelStoreError, serving_bundles
     from pipeline.bundle import read_manifest
     from pipeline.errors import PipelineError
 
+    try:
+        paths = serving_bundles(settings)
+    except ModelStoreError:
+        paths = (settings.segmentation, settings.classification)  # reported where loaded
     names = []
-    for path in (settings.segmentation, settings.classification):
+    for path in paths:
         if path is None:
             continue
         try:

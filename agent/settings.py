@@ -199,6 +199,12 @@ class ModelSettings(_Group):
         description="deployment mode per bundle name (manifest 'name'); a switch made with "
         "'liver-agent model mode' or the API is stored in the database and wins over both",
     )
+    store: Path = Field(
+        default=Path("var/models"),
+        description="model store: 'liver-agent model install' copies bundles here and "
+        "'model use NAME VERSION' picks the serving one per task, which wins over "
+        "'segmentation' / 'classification' above",
+    )
 
 
 class PipelineSettings(_Group):

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "agent.cli.select",
     "agent.cli.model",
     "agent.cli.model_mode",
+    "agent.cli.model_store",
     "agent.cli.run",
     "agent.cli.serve",
     "agent.cli.dicom",

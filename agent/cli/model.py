@@ -12,6 +12,13 @@ import typer
 from rich.table import Table
 
 from agent.cli._common import ConfigOption, JsonOption, console, fail, print_json, settings_or_exit
+from agent.cli.cohort_model import (
+    COHORT_HELP,
+    evaluate_cohort,
+    print_card,
+    print_report,
+    train_from_cohort,
+)
 from pipeline.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -69,6 +76,20 @@ class Mode(StrEnum):
 
 
 DataOpt = Annotated[Path, typer.Option("--data", help="labelled data folder (layout above)")]
+ClsDataOpt = Annotated[
+    Path | None, typer.Option("--data", help="labelled data folder (layout above)")
+]
+CohortOpt = Annotated[
+    Path | None,
+    typer.Option("--cohort", help="labelling package of 'cohort export' (instead of --data)"),
+]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="with --cohort: the filled-in labels CSV (default: labels.csv of the package)",
+    ),
+]
 OutOpt = Annotated[Path, typer.Option("--out", help="bundle folder to write")]
 ModelOpt = Annotated[Path, typer.Option("--model", help="model bundle folder")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: CUDA if available, else CPU")]
@@ -188,10 +209,15 @@ def train_seg(
     _print_trained(bundle)
 
 
-@train_app.command("cls", help="Train the cirrhosis classifier (ResNet50).\n\n" + CLS_DATA_HELP)
+@train_app.command(
+    "cls",
+    help="Train the cirrhosis classifier (ResNet50).\n\n" + CLS_DATA_HELP + "\n\n" + COHORT_HELP,
+)
 def train_cls(
-    data: DataOpt,
     out: OutOpt,
+    data: ClsDataOpt = None,
+    cohort: CohortOpt = None,
+    labels: LabelsOpt = None,
     epochs: EpochsOpt = None,
     device: DeviceOpt = Device.AUTO,
     encoder_weights: WeightsOpt = None,
@@ -230,19 +256,36 @@ def train_cls(
         max_minutes=max_minutes,
     )
     options = ClsOptions(mode=mode.value, crop_margin=crop_margin, threshold=threshold)
-    cases = _guard(lambda: load_classification_cases(data))
+    source = _one_source(data, cohort)
+    if cohort is not None:
+        bundle = train_from_cohort(
+            cohort, labels, out, config, options, progress=not quiet, overwrite=overwrite
+        )
+        _print_trained(bundle)
+        print_card(bundle)
+        return
+    cases = _guard(lambda: load_classification_cases(source))
     bundle = _guard(
         lambda: train_classification(
             cases,
             out,
             config,
             options,
-            data_description=f"{len(cases)} labelled slices from {data.name}",
+            data_description=f"{len(cases)} labelled slices from {source.name}",
             progress=not quiet,
             overwrite=overwrite,
         )
     )
     _print_trained(bundle)
+
+
+def _one_source(data: Path | None, cohort: Path | None) -> Path:
+    """The one data source of a classifier command: --data or --cohort."""
+    if data is not None and cohort is None:
+        return data
+    if cohort is not None and data is None:
+        return cohort
+    fail("give either --data DIR or --cohort OUT (with --labels), not both or neither")
 
 
 def _print_trained(bundle: Any) -> None:
@@ -340,11 +383,24 @@ def _case_ids(data: Path) -> list[str]:
     "cls",
     help="Accuracy, sensitivity, specificity and AUC of a classification bundle, and a "
     "chi-square test of two proportions against reader accuracies (McNemar would need the "
-    "readers' own reads of the same cases).\n\n" + CLS_DATA_HELP,
+    "readers' own reads of the same cases).\n\n"
+    + CLS_DATA_HELP
+    + "\n\n"
+    + COHORT_HELP
+    + " With --cohort it writes a report to --out: report.html with PNG figures and "
+    "report.json (accuracy, sensitivity, specificity with 95% Wilson intervals, ROC and AUC "
+    "with a bootstrap interval, calibration, confusion matrix, and per reader_<name> column "
+    "the reader's metrics, chi-square and McNemar against the network).",
 )
 def evaluate_cls(
     model: ModelOpt,
-    data: DataOpt,
+    data: ClsDataOpt = None,
+    cohort: CohortOpt = None,
+    labels: LabelsOpt = None,
+    report_out: Annotated[
+        Path | None,
+        typer.Option("--out", help="with --cohort: report folder (report.html, .json, PNGs)"),
+    ] = None,
     json_out: JsonOption = False,
     split: SplitOpt = Split.TEST,
     device: DeviceOpt = Device.AUTO,
@@ -360,9 +416,22 @@ def evaluate_cls(
     from pipeline.training.data import load_classification_cases
     from pipeline.training.evaluate import cases_for_split, evaluate_classification
 
+    source = _one_source(data, cohort)
+    if cohort is not None:
+        if report_out is None:
+            fail("--cohort needs --out REPORT_DIR (the report folder)")
+        report, files = evaluate_cohort(
+            cohort, labels, model, report_out, split=split.value, device=device.value
+        )
+        if json_out:
+            print_json(report.to_json())
+        else:
+            print_report(report, files)
+        return
+
     def run() -> Any:
         bundle = load_bundle(model)
-        everything = load_classification_cases(data)
+        everything = load_classification_cases(source)
         ids = cases_for_split(bundle, [c.case_id for c in everything], split.value)
         chosen = set(ids)
         cases = [c for c in everything if c.case_id in chosen]

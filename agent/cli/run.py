@@ -137,10 +137,15 @@ def run_study(
 def _bundle_paths(
     settings: Settings, seg_model: Path | None, cls_model: Path | None, progress: bool
 ) -> tuple[Path, Path]:
+    from agent.model_store import ModelStoreError, serving_bundles
     from pipeline.demo_bundles import bundle_paths
 
-    segmentation = seg_model or settings.model.segmentation
-    classification = cls_model or settings.model.classification
+    try:
+        serving_segmentation, serving_classification = serving_bundles(settings.model)
+    except ModelStoreError as err:
+        fail(escape(f"[{err.code}] {err.message}"), 1)
+    segmentation = seg_model or serving_segmentation
+    classification = cls_model or serving_classification
     if progress and (segmentation is None or classification is None):
         err_console.print(
             "no model bundle configured for a task: using the [bold]DEMO[/bold] bundle "
