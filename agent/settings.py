@@ -378,6 +378,25 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class MonitoringSettings(_Group):
+    """Monitoring of each model's outputs, agreement with feedback and input drift, and the
+    thresholds that raise alerts (``GET /api/alerts``; ``/readyz`` stays up). A threshold set
+    to null is not checked."""
+
+    window_days: int = Field(default=90, ge=1, le=3650, description="jobs of the last N days")
+    min_feedback_cases: int = Field(
+        default=20, ge=1, description="feedback cases a model needs before agreement alerts"
+    )
+    min_jobs: int = Field(
+        default=20, ge=1, description="evaluated jobs a model needs before share alerts"
+    )
+    min_accuracy: float | None = Field(default=0.8, ge=0, le=1)
+    min_sensitivity: float | None = Field(default=None, ge=0, le=1)
+    min_specificity: float | None = Field(default=None, ge=0, le=1)
+    max_positive_share: float | None = Field(default=0.8, ge=0, le=1)
+    max_drift_share: float | None = Field(default=0.2, ge=0, le=1)
+
+
 class LoggingSettings(_Group):
     level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     format: LogFormat = LogFormat.TEXT
@@ -406,6 +425,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> Settings:

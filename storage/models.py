@@ -375,3 +375,45 @@ class ModelModeChange(Base):
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(128), doc="who: 'cli:<unix user>', 'api:token'")
     reason: Mapped[str] = mapped_column(Text)
+
+
+class ApiToken(Base):
+    """A named HTTP API token with a role (``viewer`` < ``reader`` < ``admin``).
+
+    Only the SHA-256 of the token is kept (tokens are 256-bit random strings, so an unsalted
+    hash is enough); the token itself is shown once, when it is made. Revoking sets
+    ``revoked_at``; the row stays, so feedback and audit entries keep a name that resolves.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class Feedback(Base):
+    """A reader's verdict on a job's finding, or a label imported from a report.
+
+    Append-only like ``job_events`` (the migration adds triggers that forbid UPDATE/DELETE);
+    the newest row of a job is the verdict in force. ``reference_positive`` is the truth the
+    verdict implies (the finding itself when the reader agrees, its opposite otherwise).
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    agree: Mapped[bool] = mapped_column(Boolean)
+    reference_positive: Mapped[bool] = mapped_column(Boolean)
+    wrong_slice: Mapped[bool] = mapped_column(Boolean, default=False)
+    wrong_outline: Mapped[bool] = mapped_column(Boolean, default=False)
+    comment: Mapped[str | None] = mapped_column(Text)
+    user: Mapped[str] = mapped_column(String(128), doc="token name, or 'report import'")
+    source: Mapped[str] = mapped_column(String(16), doc="web, api or import")
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "agent.cli.admin",
     "agent.cli.demo",
     "agent.cli.chaos",
+    "agent.cli.feedback",
 )
 
 for _name in _COMMAND_MODULES:

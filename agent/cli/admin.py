@@ -1,5 +1,5 @@
 """``liver-agent health`` and ``liver-agent http token``: the CLI side of ``/readyz`` and of the
-HTTP token."""
+HTTP token (the named tokens with roles are ``agent.cli.api_tokens``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from requests.adapters import HTTPAdapter
 from rich.table import Table
 
 from agent.cli._common import ConfigOption, JsonOption, console, fail, print_json, settings_or_exit
+from agent.cli.api_tokens import register_token_commands
 from agent.settings import Settings
 from agent.tls import own_certificate_context
 
@@ -77,8 +78,14 @@ def _agent_checks(settings: Settings) -> list[dict[str, Any]]:
 
 
 def register(app: typer.Typer) -> None:
-    http_app = typer.Typer(help="The HTTP API: its token.", no_args_is_help=True)
+    http_app = typer.Typer(help="The HTTP API: its tokens.", no_args_is_help=True)
     app.add_typer(http_app, name="http")
+    token_app = typer.Typer(
+        help="The shared API token (no subcommand; counts as admin), and named tokens with "
+        "roles (create, list, revoke)."
+    )
+    http_app.add_typer(token_app, name="token")
+    register_token_commands(token_app)
 
     @app.command("health")
     def health(as_json: JsonOption = False, config: ConfigOption = None) -> None:
@@ -112,8 +119,9 @@ def register(app: typer.Typer) -> None:
         if not ready:
             raise typer.Exit(1)
 
-    @http_app.command("token")
+    @token_app.callback(invoke_without_command=True)
     def http_token(
+        context: typer.Context,
         show: Annotated[
             bool, typer.Option("--show", help="print the token itself (for scripts)")
         ] = False,
@@ -123,8 +131,11 @@ def register(app: typer.Typer) -> None:
         """Where the API token comes from; --show prints the token alone.
 
         The token is http.token from the settings, or the token file next to the database
-        (made now if missing).
+        (made now if missing). It counts as the role admin. Named tokens with roles:
+        `liver-agent http token create NAME --role viewer|reader|admin`, `list`, `revoke NAME`.
         """
+        if context.invoked_subcommand is not None:
+            return
         from agent.errors import HttpConfigError
         from agent.tokens import TokenSource, resolve_token
 

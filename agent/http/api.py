@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from agent.access import Role
 from agent.context import AgentContext
 from agent.errors import AgentError
-from agent.http.deps import CtxDep, SessionDep, require_token
+from agent.http.deps import CtxDep, SessionDep, require_role, require_token
 from agent.http.params import JobId, Limit, Offset
 from agent.jobs import lifecycle
 from agent.jobs.filters import FilterError, JobQuery
@@ -181,19 +182,31 @@ def api_job(job_id: JobId, session: SessionDep) -> JobDetail:
     return job_detail(session, get_job(session, job_id))
 
 
+_ADMIN = [Depends(require_role(Role.ADMIN))]
+
+
 @router.post(
-    "/jobs/{job_id}/retry", response_model=ActionResult, responses=_CONFLICT, summary="Retry"
+    "/jobs/{job_id}/retry",
+    response_model=ActionResult,
+    responses=_CONFLICT,
+    summary="Retry",
+    dependencies=_ADMIN,
 )
 def api_retry(job_id: JobId, ctx: CtxDep) -> ActionResult:
-    """Send dead deliveries again, or queue a failed job to run again (409 if not possible)."""
+    """Send dead deliveries again, or queue a failed job to run again (409 if not possible;
+    role admin)."""
     return job_action(ctx, job_id, JobAction.RETRY)
 
 
 @router.post(
-    "/jobs/{job_id}/cancel", response_model=ActionResult, responses=_CONFLICT, summary="Cancel"
+    "/jobs/{job_id}/cancel",
+    response_model=ActionResult,
+    responses=_CONFLICT,
+    summary="Cancel",
+    dependencies=_ADMIN,
 )
 def api_cancel(job_id: JobId, ctx: CtxDep) -> ActionResult:
-    """Cancel a job that has not finished (409 if it has)."""
+    """Cancel a job that has not finished (409 if it has; role admin)."""
     return job_action(ctx, job_id, JobAction.CANCEL)
 
 

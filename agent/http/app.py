@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.context import AgentContext
-from agent.http import api, health, models_api, stow, web
+from agent.http import api, feedback_api, health, models_api, stow, web
 from agent.http.auth import TokenChecker
 from agent.http.deps import LoginRequired, require_token
 from agent.tokens import resolve_token
@@ -32,7 +32,9 @@ CONTENT_SECURITY_POLICY = (
 
 DESCRIPTION = """Admin API of liver-agent (research use only).
 
-Every route except `/healthz` needs the agent's token: `Authorization: Bearer <token>`.
+Every route except `/healthz` needs a token: `Authorization: Bearer <token>`, the shared
+token (role admin) or a named token (`liver-agent http token create NAME --role ROLE`). Roles:
+viewer (read), reader (also feedback), admin (also mode switches, retry, cancel, STOW-RS).
 STOW-RS ingress: `POST /dicomweb/studies` (PS3.18 10.5).
 """
 
@@ -68,10 +70,12 @@ def create_app(ctx: AgentContext, *, token: str | None = None) -> FastAPI:
     app.include_router(health.protected)
     app.include_router(api.router)
     app.include_router(models_api.router)
+    app.include_router(feedback_api.router)
     app.include_router(stow.router)
     app.include_router(web.router)
     app.include_router(web.pages)
     app.include_router(web.fragments)
+    app.include_router(feedback_api.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_token)])

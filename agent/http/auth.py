@@ -1,6 +1,10 @@
 """How HTTP requests authenticate: ``Authorization: Bearer <token>`` or the web page's session
 cookie, which holds an HMAC of the token (never the token itself), so changing the token ends
 every web session. Which token is in force is ``agent.tokens``.
+
+A named token's session cookie is ``n<id>.<HMAC keyed by the shared token of the named
+token's hash>``: changing the shared token ends those sessions too, and revoking the named
+token ends its own (the cookie names a token row that must still be active).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from agent.settings import token_problem
 COOKIE_NAME = "liver_agent_session"
 COOKIE_MAX_AGE_S = 12 * 3600
 _COOKIE_CONTEXT = b"liver-agent web session v1"
+_NAMED_COOKIE_CONTEXT = b"liver-agent named web session v1:"
 
 
 class TokenChecker:
@@ -47,3 +52,24 @@ class TokenChecker:
         return bool(cookie) and hmac.compare_digest(
             (cookie or "").encode("utf-8"), self._session.encode("ascii")
         )
+
+    def named_session_value(self, token_id: int, token_sha256: str) -> str:
+        """The cookie value of a web session of the named token ``token_id``."""
+        mac = hmac.new(
+            self._token, _NAMED_COOKIE_CONTEXT + token_sha256.encode("ascii"), hashlib.sha256
+        ).hexdigest()
+        return f"n{token_id}.{mac}"
+
+    @staticmethod
+    def named_cookie_id(cookie: str | None) -> int | None:
+        """The token id a named-session cookie claims (unverified), or None."""
+        if not cookie or not cookie.startswith("n"):
+            return None
+        head, dot, _ = cookie.partition(".")
+        if not dot or not head[1:].isdigit() or len(head) > 11:
+            return None
+        return int(head[1:])
+
+    def named_cookie_ok(self, cookie: str, token_id: int, token_sha256: str) -> bool:
+        expected = self.named_session_value(token_id, token_sha256)
+        return hmac.compare_digest(cookie.encode("utf-8"), expected.encode("ascii"))

@@ -1,8 +1,9 @@
 """``/api/models``: the model bundles, their deployment modes (``live`` / ``silent``) and the
 audit trail of switches; ``POST /api/models/{name}/mode`` switches one (``agent.deployment``).
 
-Who switched is what identifies the caller today: ``api:token`` for the bearer token,
-``web:session`` for the web page's session cookie (named tokens do not exist yet).
+Switching needs the role ``admin``. Who switched is the caller's token: ``api:<name>`` for a
+named token as a Bearer credential, ``web:<name>`` for its web session; the shared token keeps
+``api:token`` / ``web:session``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ import datetime as dt
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from agent import deployment
 from agent.context import AgentContext
 from agent.http.api import ApiError, ErrorBody
-from agent.http.auth import TokenChecker
-from agent.http.deps import CtxDep, SessionDep, get_checker, require_token
+from agent.http.deps import AdminDep, CtxDep, SessionDep, require_token
 from agent.settings import DeploymentMode
 
 logger = logging.getLogger(__name__)
@@ -128,15 +128,12 @@ def api_models(ctx: CtxDep, session: SessionDep) -> ModelList:
 def api_switch_mode(
     name: ModelName,
     body: ModeRequest,
-    request: Request,
     ctx: CtxDep,
-    checker: Annotated[TokenChecker, Depends(get_checker)],
+    principal: AdminDep,
 ) -> ModeChangeView:
     """Switch model ``name`` to ``live`` or ``silent`` (recorded with who, when and why);
-    jobs whose results are recorded from now on follow it."""
-    actor = (
-        "api:token" if checker.bearer_ok(request.headers.get("authorization")) else ("web:session")
-    )
+    jobs whose results are recorded from now on follow it. Role admin."""
+    actor = principal.actor
     try:
         with ctx.sessions.begin() as session:
             change = deployment.switch_mode(

@@ -22,10 +22,11 @@ from pydicom.errors import InvalidDicomError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from agent.access import Role
 from agent.context import AgentContext
 from agent.dicom_status import StoreStatus
 from agent.errors import IngestError
-from agent.http.deps import CtxDep, require_token
+from agent.http.deps import CtxDep, require_role
 from agent.http.multipart import MultipartError, MultipartParser, Part, parse_content_type
 from storage.models import AssociationStatus, IngestProtocol
 from storage.spool import InvalidUIDError, validate_uid
@@ -37,7 +38,10 @@ DICOM_JSON = "application/dicom+json"
 STOW_CALLING_AE = "STOW"
 _ACCEPTABLE = {DICOM_JSON, "application/json", "application/*", "*/*"}
 
-router = APIRouter(prefix="/dicomweb", tags=["dicomweb"], dependencies=[Depends(require_token)])
+# sending studies in needs the role admin (the PACS's token; viewers and readers may not)
+router = APIRouter(
+    prefix="/dicomweb", tags=["dicomweb"], dependencies=[Depends(require_role(Role.ADMIN))]
+)
 
 
 @dataclass

@@ -16,6 +16,9 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from agent import __version__
+from agent.access import Principal, Role, hash_token
+from agent.context import AgentContext
+from agent.feedback import job_feedback
 from agent.http.api import ApiError, get_job, job_action, list_jobs_page, list_studies_page
 from agent.http.auth import COOKIE_MAX_AGE_S, COOKIE_NAME, TokenChecker
 from agent.http.deps import (
@@ -24,6 +27,7 @@ from agent.http.deps import (
     authenticated,
     get_checker,
     require_login,
+    require_role,
     require_token,
 )
 from agent.http.models_api import model_list
@@ -31,6 +35,7 @@ from agent.http.params import MAX_PAGE, JobId, NumberOutOfRange, Offset, bounded
 from agent.jobs.filters import FilterError, JobQuery
 from agent.jobs.lifecycle import JobAction, admin_actions_for
 from agent.jobs.summaries import JobDetail, job_detail
+from storage import api_tokens
 from storage.models import MAX_ROW_ID, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -40,6 +45,8 @@ FLASH_COOKIE = "liver_agent_flash"
 REFRESH_SECONDS = 5
 PAGE_SIZES = (25, 50, 100, 200)
 MAX_LOGIN_BYTES = 8192
+
+_ADMIN = [Depends(require_role(Role.ADMIN))]
 
 router = APIRouter(include_in_schema=False)
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
@@ -74,6 +81,16 @@ def _templates(request: Request) -> Jinja2Templates:
     return templates
 
 
+def _who(request: Request) -> dict[str, Any]:
+    """The caller (set by the auth dependency) for templates: name, role, what it may do."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return {
+        "who": principal,
+        "can_give_feedback": principal is not None and principal.allows(Role.READER),
+        "is_admin": principal is not None and principal.allows(Role.ADMIN),
+    }
+
+
 def _safe_next(target: str | None) -> str:
     """Only same-site paths (no scheme, no ``//host``) are followed after login."""
     target = target or "/"
@@ -87,7 +104,7 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
     response = _templates(request).TemplateResponse(
         request,
         name,
-        {"flash": unquote(flash) if flash else None, **context},
+        {"flash": unquote(flash) if flash else None, **_who(request), **context},
         status_code=status,
     )
     if flash:
@@ -118,7 +135,8 @@ async def login(request: Request) -> Response:
     form = parse_qs(body.decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0]
     target = _safe_next((form.get("next") or ["/"])[0])
-    if not checker.token_ok(token):
+    session_value = _session_value(request, checker, token)
+    if session_value is None:
         logger.warning("web login refused from %s", request.client.host if request.client else "?")
         return _page(
             request,
@@ -129,7 +147,7 @@ async def login(request: Request) -> Response:
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE_NAME,
-        checker.session_value(),
+        session_value,
         max_age=COOKIE_MAX_AGE_S,
         path="/",
         httponly=True,
@@ -137,6 +155,21 @@ async def login(request: Request) -> Response:
         secure=request.url.scheme == "https",
     )
     return response
+
+
+def _session_value(request: Request, checker: TokenChecker, token: str) -> str | None:
+    """The session cookie for the shared token or a named, unrevoked token; None if neither."""
+    if checker.token_ok(token):
+        return checker.session_value()
+    if not token.strip():
+        return None
+    ctx: AgentContext = request.app.state.ctx
+    with ctx.sessions() as session:
+        row = api_tokens.active_token_by_hash(session, hash_token(token))
+    if row is None:
+        return None
+    logger.info("web login of the token %s (%s)", row.name, row.role)
+    return checker.named_session_value(row.id, row.token_sha256)
 
 
 @router.post("/logout")
@@ -278,7 +311,12 @@ def job_page(job_id: JobId, request: Request, session: SessionDep) -> Response:
     detail = _job_detail(session, job_id)
     if detail is None:
         return _page(request, "not_found.html", {"what": f"job {job_id}"}, status=404)
-    return _page(request, "job.html", _job_context(detail))
+    context = {
+        **_job_context(detail),
+        "feedback": job_feedback(session, job_id),
+        "has_finding": detail.label is not None,
+    }
+    return _page(request, "job.html", context)
 
 
 @fragments.get("/fragments/jobs/{job_id}", response_class=HTMLResponse)
@@ -286,7 +324,9 @@ def job_fragment(job_id: JobId, request: Request, session: SessionDep) -> Respon
     detail = _job_detail(session, job_id)
     if detail is None:
         return HTMLResponse(f"<p>No job {job_id}.</p>", status_code=404)
-    return _templates(request).TemplateResponse(request, "_job_body.html", _job_context(detail))
+    return _templates(request).TemplateResponse(
+        request, "_job_body.html", {**_who(request), **_job_context(detail)}
+    )
 
 
 def _action(ctx: CtxDep, job_id: int, action: JobAction) -> Response:
@@ -302,12 +342,12 @@ def _action(ctx: CtxDep, job_id: int, action: JobAction) -> Response:
     return response
 
 
-@pages.post("/jobs/{job_id}/retry")
+@pages.post("/jobs/{job_id}/retry", dependencies=_ADMIN)
 def job_retry(job_id: JobId, ctx: CtxDep) -> Response:
     return _action(ctx, job_id, JobAction.RETRY)
 
 
-@pages.post("/jobs/{job_id}/cancel")
+@pages.post("/jobs/{job_id}/cancel", dependencies=_ADMIN)
 def job_cancel(job_id: JobId, ctx: CtxDep) -> Response:
     return _action(ctx, job_id, JobAction.CANCEL)
 

@@ -10,7 +10,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from storage import model_modes
-from storage.db import current_revision, downgrade, make_engine, make_sessionmaker, upgrade
+from storage.db import (
+    current_revision,
+    downgrade,
+    head_revision,
+    make_engine,
+    make_sessionmaker,
+    upgrade,
+)
 from storage.models import Base
 
 
@@ -25,7 +32,7 @@ def test_head_schema_matches_the_models(tmp_path: Path) -> None:
 def test_model_mode_changes_downgrade_and_upgrade_again(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == head_revision()
     downgrade(engine, "0001")
     assert "model_mode_changes" not in inspect(engine).get_table_names()
     upgrade(engine)
@@ -33,4 +40,38 @@ def test_model_mode_changes_downgrade_and_upgrade_again(tmp_path: Path) -> None:
         model_modes.add_mode_change(session, model_name="m", mode="silent", actor="t", reason="r")
     with make_sessionmaker(engine)() as session:
         assert [c.model_name for c in model_modes.mode_changes(session)] == ["m"]
+    engine.dispose()
+
+
+def test_feedback_is_append_only_and_0003_downgrades(tmp_path: Path) -> None:
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    from storage import api_tokens, feedback
+    from storage.models import Job, JobStatus, Study
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    with make_sessionmaker(engine).begin() as session:
+        study = Study(study_instance_uid="1.2.3")
+        session.add(study)
+        session.flush()
+        job = Job(study_id=study.id, status=JobStatus.DONE, label="cirrhosis")
+        session.add(job)
+        session.flush()
+        feedback.add_feedback(
+            session, job_id=job.id, agree=True, reference_positive=True, user="dr", source="api"
+        )
+    for statement in ("UPDATE feedback SET agree = 0", "DELETE FROM feedback"):
+        with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+    with make_sessionmaker(engine).begin() as session:
+        api_tokens.add_token(
+            session, name="a", role="viewer", token_sha256="0" * 64, created_by="t"
+        )
+    downgrade(engine, "0002")
+    assert {"feedback", "api_tokens"}.isdisjoint(inspect(engine).get_table_names())
+    upgrade(engine)
+    assert {"feedback", "api_tokens"} <= set(inspect(engine).get_table_names())
     engine.dispose()
