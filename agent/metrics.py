@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+class _SourceCollector(Collector):
+    """Metric families computed at scrape time by a source set later (None: none)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[Metric]] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        return [] if self.source is None else self.source()
 
 
 class Metrics:
@@ -71,6 +83,8 @@ class Metrics:
             "liver_agent_spool_files", "Received instances kept in the spool", registry=r
         )
         self.queue_depth = Gauge("liver_agent_queue_depth", "Jobs waiting (queued)", registry=r)
+        self._model_monitoring = _SourceCollector()
+        r.register(self._model_monitoring)
 
     def set_queue_depth_source(self, source: Callable[[], float]) -> None:
         """Read the queue depth at scrape time."""
@@ -80,6 +94,10 @@ class Metrics:
         """Read the spool's (files, bytes) at scrape time."""
         self.spool_files.set_function(lambda: float(source()[0]))
         self.spool_bytes.set_function(lambda: float(source()[1]))
+
+    def set_model_monitoring_source(self, source: Callable[[], Iterable[Metric]]) -> None:
+        """Per-model monitoring gauges (``agent.monitoring``), computed at scrape time."""
+        self._model_monitoring.source = source
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

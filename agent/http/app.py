@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.context import AgentContext
-from agent.http import api, feedback_api, health, models_api, stow, web
+from agent.http import api, feedback_api, health, models_api, monitoring_api, stow, web
 from agent.http.auth import TokenChecker
 from agent.http.deps import LoginRequired, require_token
 from agent.tokens import resolve_token
@@ -71,11 +71,14 @@ def create_app(ctx: AgentContext, *, token: str | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(models_api.router)
     app.include_router(feedback_api.router)
+    app.include_router(monitoring_api.router)
     app.include_router(stow.router)
     app.include_router(web.router)
     app.include_router(web.pages)
     app.include_router(web.fragments)
     app.include_router(feedback_api.pages)
+    app.include_router(monitoring_api.pages)
+    monitoring_api.install_gauges(ctx)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_token)])
