@@ -51,6 +51,10 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True
+    if origin == "null":
+        # the pages send ``Referrer-Policy: no-referrer``, so a browser's own form posts carry
+        # ``Origin: null``; its ``Sec-Fetch-Site`` (which scripts cannot set) says same-origin
+        return request.headers.get("sec-fetch-site") == "same-origin"
     host = request.headers.get("host", "")
     return urlsplit(origin).netloc == host
 

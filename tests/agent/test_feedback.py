@@ -191,3 +191,34 @@ def test_cli_feedback_import(tmp_path: Path, ctx: AgentContext) -> None:
     done = runner.invoke(cli_app, ["feedback", "import", str(good), "--json", "-c", str(config)])
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["disagree"] == 1
+
+
+def test_a_browser_form_post_with_origin_null_is_same_origin_only_by_fetch_metadata(
+    client: TestClient, ctx: AgentContext
+) -> None:
+    """With ``Referrer-Policy: no-referrer`` Chromium posts forms with ``Origin: null``."""
+    job_id, _ = processed_job(ctx)
+    web = TestClient(client.app, base_url="http://127.0.0.1:8080")
+    login = web.post("/login", data={"token": "test-token-0123456789abcdef", "next": "/"})
+    assert login.status_code == 200
+    form = {"verdict": "agree"}
+    cross = web.post(
+        f"/jobs/{job_id}/feedback",
+        data=form,
+        headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+        follow_redirects=False,
+    )
+    assert cross.status_code == 403
+    bare = web.post(
+        f"/jobs/{job_id}/feedback", data=form, headers={"Origin": "null"}, follow_redirects=False
+    )
+    assert bare.status_code == 403
+    same = web.post(
+        f"/jobs/{job_id}/feedback",
+        data=form,
+        headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        follow_redirects=False,
+    )
+    assert same.status_code == 303
+    with ctx.sessions() as session:
+        assert [f.user for f in store.feedback_of_job(session, job_id)] == ["shared-token"]

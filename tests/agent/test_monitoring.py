@@ -5,26 +5,19 @@ Prometheus gauges and the page are checked against values worked out by hand."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from agent.context import AgentContext, open_context
-from agent.feedback import FeedbackSource, import_labels, record_feedback
 from agent.http.app import create_app
 from agent.monitoring import drift_flagged, monitoring_report, proportion
 from agent.settings import MonitoringSettings
-from storage.models import Job, JobStatus, Study, utcnow
 from tests.agent.http_data import AUTH, settings_for
+from tests.agent.monitoring_data import MODEL, VERSION, make_jobs
 
-MODEL, VERSION = "liver-cls", "1.0"
-# (predicted positive, truth positive) per job: week A then week B
-WEEK_A = [(True, True)] * 5 + [(False, False)] * 3 + [(True, False)] + [(False, True)]
-WEEK_B = [(True, True)] * 3 + [(False, False)] * 4 + [(True, False)] * 2 + [(False, True)]
 LIMITS = {
     "min_feedback_cases": 20,
     "min_jobs": 20,
@@ -39,81 +32,6 @@ def ctx(tmp_path: Path) -> Iterator[AgentContext]:
     context = open_context(settings_for(tmp_path, monitoring=LIMITS))
     yield context
     context.engine.dispose()
-
-
-def _monday(now: dt.datetime) -> dt.datetime:
-    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return start - dt.timedelta(days=now.weekday())
-
-
-def _job(session: Any, n: int, when: dt.datetime, **fields: Any) -> Job:
-    study = Study(study_instance_uid=f"1.2.826.0.1.{n}", accession_number=f"MON-{n}")
-    session.add(study)
-    session.flush()
-    job = Job(study_id=study.id, created_at=when, **{"status": JobStatus.DONE, **fields})
-    session.add(job)
-    session.flush()
-    return job
-
-
-def make_jobs(ctx: AgentContext) -> tuple[dict[int, bool], list[str]]:
-    """The 21 jobs and the scripted feedback; return each job's truth and the two weeks."""
-    now = utcnow()
-    weeks = [_monday(now) - dt.timedelta(days=7), _monday(now)]
-    truth: dict[int, bool] = {}
-    with ctx.sessions.begin() as session:
-        for n, (predicted, positive) in enumerate(WEEK_A + WEEK_B):
-            week = weeks[0] if n < len(WEEK_A) else weeks[1]
-            details: dict[str, Any] = {}
-            if n in (1, 11, 12):
-                details["drift"] = {"flagged": True, "reasons": ["manufacturer unknown"]}
-            elif n == 2:
-                details["drift"] = {"flagged": False, "reasons": []}
-            elif n == 3:
-                details["drift"] = "not a dict"  # read defensively
-            job = _job(
-                session,
-                n,
-                week + dt.timedelta(hours=1 + n),
-                evaluated=True,
-                label="cirrhosis" if predicted else "no cirrhosis",
-                probability=0.85 if predicted else 0.15,
-                model_name=MODEL,
-                model_version=VERSION,
-                details=details,
-            )
-            truth[job.id] = positive
-        _job(
-            session,
-            99,
-            weeks[1] + dt.timedelta(hours=2),
-            evaluated=False,
-            status=JobStatus.NOT_EVALUATED,
-            reason_code="no_axial_t2",
-            model_name=MODEL,
-            model_version=VERSION,
-        )
-    ids = sorted(truth)
-    with ctx.sessions.begin() as session:
-        for job_id in ids:
-            job = session.get_one(Job, job_id)
-            predicted = job.label == "cirrhosis"
-            if job_id == ids[0]:  # first a wrong verdict, then the one in force
-                record_feedback(
-                    session, job_id, agree=False, user="dr-a", source=FeedbackSource.API
-                )
-            if job_id == ids[10]:
-                continue  # from the report CSV below
-            record_feedback(
-                session,
-                job_id,
-                agree=predicted == truth[job_id],
-                user="dr-b",
-                source=FeedbackSource.WEB,
-            )
-        label = "1" if truth[ids[10]] else "0"
-        import_labels(session, f"accession,finding\nMON-10,{label}\n")
-    return truth, [w.strftime("%G-W%V") for w in weeks]
 
 
 def test_wilson_interval_matches_the_formula() -> None:
@@ -134,7 +52,7 @@ def test_drift_is_read_defensively() -> None:
 
 
 def test_known_jobs_give_the_expected_figures(ctx: AgentContext) -> None:
-    _, weeks = make_jobs(ctx)
+    _, weeks = make_jobs(ctx.sessions)
     with ctx.sessions() as session:
         report = monitoring_report(session, ctx.settings.monitoring)
     (model,) = report.models
@@ -181,7 +99,7 @@ def test_known_jobs_give_the_expected_figures(ctx: AgentContext) -> None:
 
 
 def test_alerts_wait_for_enough_cases(ctx: AgentContext) -> None:
-    make_jobs(ctx)
+    make_jobs(ctx.sessions)
     limits = MonitoringSettings(**{**LIMITS, "min_feedback_cases": 21, "max_drift_share": 0.1})
     with ctx.sessions() as session:
         report = monitoring_report(session, limits)
@@ -192,7 +110,7 @@ def test_api_page_and_gauges(ctx: AgentContext) -> None:
     client = TestClient(create_app(ctx), base_url="http://127.0.0.1:8080")
     ready_before = client.get("/readyz", headers=AUTH).status_code
     assert client.get("/api/alerts", headers=AUTH).json()["alerts"] == []
-    make_jobs(ctx)
+    make_jobs(ctx.sessions)
     body = client.get("/api/monitoring", headers=AUTH).json()
     (model,) = body["models"]
     assert model["agreement"]["accuracy"]["estimate"] == pytest.approx(0.75)
