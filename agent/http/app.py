@@ -78,6 +78,7 @@ def create_app(ctx: AgentContext, *, token: str | None = None) -> FastAPI:
     app.include_router(web.fragments)
     app.include_router(feedback_api.pages)
     app.include_router(monitoring_api.pages)
+    app.include_router(models_api.pages)
     monitoring_api.install_gauges(ctx)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -11,20 +11,26 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from typing import Annotated
+from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from agent import deployment
 from agent.context import AgentContext
 from agent.http.api import ApiError, ErrorBody
-from agent.http.deps import AdminDep, CtxDep, SessionDep, require_token
+from agent.http.deps import AdminDep, CtxDep, SessionDep, require_login, require_token
 from agent.settings import DeploymentMode
+
+FLASH_COOKIE = "liver_agent_flash"  # agent.http.web's (which imports this module)
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["models"], dependencies=[Depends(require_token)])
+pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
+MAX_FORM_BYTES = 8192
 
 ModelName = Annotated[str, Path(min_length=1, max_length=deployment.MAX_NAME)]
 
@@ -134,12 +140,40 @@ def api_switch_mode(
     """Switch model ``name`` to ``live`` or ``silent`` (recorded with who, when and why);
     jobs whose results are recorded from now on follow it. Role admin."""
     actor = principal.actor
+    return _change_view(_switch(ctx, name, body.mode, actor, body.reason))
+
+
+def _switch(
+    ctx: AgentContext, name: str, mode: DeploymentMode, actor: str, reason: str
+) -> deployment.ModeChange:
     try:
         with ctx.sessions.begin() as session:
-            change = deployment.switch_mode(
-                session, name, body.mode, actor=actor, reason=body.reason
-            )
+            change = deployment.switch_mode(session, name, mode, actor=actor, reason=reason)
     except deployment.ModeSwitchError as err:
         raise ApiError(422, err.code, err.message) from err
     logger.info("model %s switched to %s by %s", change.model_name, change.mode, actor)
-    return _change_view(change)
+    return change
+
+
+@pages.post("/models/mode")
+async def page_switch_mode(request: Request, ctx: CtxDep, principal: AdminDep) -> Response:
+    """The Models page's switch form (url-encoded ``name``, ``mode``, ``reason``; role admin)."""
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return Response("form too large", status_code=413)
+    form = parse_qs(raw.decode("utf-8", "replace"))
+    name = (form.get("name") or [""])[0].strip()
+    reason = (form.get("reason") or [""])[0].strip()
+    try:
+        mode = DeploymentMode((form.get("mode") or [""])[0])
+        change = _switch(ctx, name, mode, principal.actor, reason[: deployment.MAX_REASON])
+        text = f"{change.model_name} is {change.mode.value} now (by {change.actor})."
+    except ValueError:
+        text = "Choose live or silent."
+    except ApiError as err:
+        text = f"Not switched: {err.message}."
+    response = RedirectResponse("/models", status_code=303)
+    response.set_cookie(
+        FLASH_COOKIE, quote(text), max_age=60, path="/", httponly=True, samesite="strict"
+    )
+    return response

@@ -50,6 +50,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/monitoring"): Role.VIEWER,
     ("GET", "/api/alerts"): Role.VIEWER,
     ("GET", "/monitoring"): Role.VIEWER,
+    ("POST", "/models/mode"): Role.ADMIN,
     ("GET", "/"): Role.VIEWER,
     ("GET", "/jobs/{job_id}"): Role.VIEWER,
     ("POST", "/jobs/{job_id}/retry"): Role.ADMIN,
@@ -244,3 +245,29 @@ def test_cli_creates_lists_and_revokes_tokens(tmp_path: Path) -> None:
     shared = runner.invoke(cli_app, ["http", "token", "--json", "-c", str(config)])
     assert shared.exit_code == 0, shared.output
     assert json.loads(shared.stdout)["source"] in ("file", "generated")
+
+
+def test_an_admin_switches_a_mode_on_the_models_page(client: TestClient, ctx: AgentContext) -> None:
+    tokens = make_tokens(ctx)
+    reader = {"Authorization": f"Bearer {tokens[Role.READER]}"}
+    assert 'action="/models/mode"' not in client.get("/models", headers=reader).text
+    form = {"name": "liver-cls", "mode": "silent", "reason": "first month"}
+    assert client.post("/models/mode", data=form, headers=reader).status_code == 403
+    login = client.post("/login", data={"token": tokens[Role.ADMIN], "next": "/models"})
+    assert login.status_code == 200
+    page = client.get("/models")
+    assert 'action="/models/mode"' not in page.text  # no model known yet: nothing to switch
+    with ctx.sessions.begin() as session:
+        from agent import deployment
+        from agent.settings import DeploymentMode
+
+        deployment.switch_mode(
+            session, "liver-cls", DeploymentMode.LIVE, actor="test", reason="start"
+        )
+    assert 'action="/models/mode"' in client.get("/models").text
+    sent = client.post("/models/mode", data=form, follow_redirects=False)
+    assert sent.status_code == 303
+    shown = client.get("/models")
+    assert "liver-cls is silent now (by web:dr-admin)." in shown.text
+    with ctx.sessions() as session:
+        assert deployment.audit_trail(session)[0].actor == "web:dr-admin"
