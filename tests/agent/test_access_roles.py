@@ -64,7 +64,10 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[AgentContext]:
-    context = open_context(settings_for(tmp_path))
+    # bundles that do not exist: /api/models answers at once (not loaded) instead of building
+    # the DEMO bundles, which is not what these tests are about
+    missing = {"segmentation": tmp_path / "no-seg", "classification": tmp_path / "no-cls"}
+    context = open_context(settings_for(tmp_path, model=missing))
     yield context
     context.engine.dispose()
 
