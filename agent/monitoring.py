@@ -23,13 +23,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, Field
 from scipy.stats import binomtest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.feedback import is_positive
+from agent.feedback import POSITIVE_LABEL
 from agent.settings import MonitoringSettings
-from storage import feedback as feedback_store
-from storage.models import Job, utcnow
+from storage.models import utcnow
+from storage.monitoring import MonitoredJob, monitored_jobs, verdicts_since
 
 HISTOGRAM_BINS = 10
 NO_MODEL = "(none)"
@@ -147,7 +146,8 @@ class _Tally:
 
 
 def drift_flagged(details: dict[str, Any] | None) -> bool:
-    """True when the job's details say its input drifted (read defensively: may be absent)."""
+    """True when the job's details say its input drifted (read defensively: may be absent);
+    the report reads the same key in SQL (``storage.monitoring``)."""
     drift = (details or {}).get("drift")
     return isinstance(drift, dict) and drift.get("flagged") is True
 
@@ -166,15 +166,15 @@ def _histogram(probabilities: Iterable[float]) -> list[int]:
 
 
 def _model_figures(
-    name: str, version: str, jobs: list[Job], verdicts: dict[int, bool]
+    name: str, version: str, jobs: list[MonitoredJob], verdicts: dict[int, bool]
 ) -> ModelMonitoring:
     evaluated = [j for j in jobs if j.evaluated]
-    findings = [(j, is_positive(j)) for j in jobs]
+    findings = [(j, None if j.label is None else j.label == POSITIVE_LABEL) for j in jobs]
     with_finding = [(j, p) for j, p in findings if p is not None]
     positive = sum(1 for _, p in with_finding if p)
     per_day = Counter(j.created_at.date().isoformat() for j in jobs)
     not_evaluated = Counter(j.reason_code or "unknown" for j in jobs if j.evaluated is False)
-    flagged = sum(1 for j in jobs if drift_flagged(j.details))
+    flagged = sum(1 for j in jobs if drift_flagged({"drift": j.drift}))
     overall = _Tally()
     weekly: defaultdict[str, _Tally] = defaultdict(_Tally)
     for job, predicted in with_finding:
@@ -254,16 +254,11 @@ def monitoring_report(
     """Every model version's figures over the window, and the alerts they raise."""
     now = now or utcnow()
     since = now - dt.timedelta(days=limits.window_days)
-    jobs = list(
-        session.scalars(
-            select(Job).where(Job.created_at >= since, Job.evaluated.is_not(None)).order_by(Job.id)
-        )
-    )
-    groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    jobs = monitored_jobs(session, since)
+    groups: dict[tuple[str, str], list[MonitoredJob]] = defaultdict(list)
     for job in jobs:
         groups[(job.model_name or NO_MODEL, job.model_version or "")].append(job)
-    latest = feedback_store.latest_feedback(session, [j.id for j in jobs if j.label is not None])
-    verdicts = {job_id: row.reference_positive for job_id, row in latest.items()}
+    verdicts = verdicts_since(session, since)
     models = [
         _model_figures(name, version, members, verdicts)
         for (name, version), members in sorted(groups.items())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -99,16 +101,28 @@ def monitoring_page(request: Request, ctx: CtxDep, session: SessionDep) -> Respo
     )
 
 
+GAUGES_MAX_AGE_S = 30.0
+
+
 def install_gauges(ctx: AgentContext) -> None:
-    """Serve the per-model monitoring gauges in ``/metrics`` (computed at scrape time)."""
+    """Serve the per-model monitoring gauges in ``/metrics``: computed at scrape time, at most
+    once every ``GAUGES_MAX_AGE_S`` seconds (the report reads every job of the window; see
+    docs/benchmarks.md)."""
+    lock = threading.Lock()
+    cache: dict[str, Any] = {"at": -GAUGES_MAX_AGE_S, "families": []}
 
     def families() -> list[Any]:
-        try:
-            with ctx.sessions() as session:
-                report = monitoring_report(session, ctx.settings.monitoring)
-        except SQLAlchemyError as err:  # /metrics still answers; /readyz reports the database
-            logger.warning("monitoring gauges skipped: %s", err)
-            return []
-        return prometheus_families(report)
+        with lock:
+            if time.monotonic() - cache["at"] < GAUGES_MAX_AGE_S:
+                return list(cache["families"])
+            try:
+                with ctx.sessions() as session:
+                    report = monitoring_report(session, ctx.settings.monitoring)
+            except SQLAlchemyError as err:  # /metrics still answers; /readyz says why
+                logger.warning("monitoring gauges skipped: %s", err)
+                return []
+            cache["families"] = prometheus_families(report)
+            cache["at"] = time.monotonic()
+            return list(cache["families"])
 
     ctx.metrics.set_model_monitoring_source(families)
