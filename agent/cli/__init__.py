@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "agent.cli.demo",
     "agent.cli.chaos",
     "agent.cli.feedback",
+    "agent.cli.monitoring",
 )
 
 for _name in _COMMAND_MODULES:

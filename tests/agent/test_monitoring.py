@@ -131,3 +131,30 @@ def test_api_page_and_gauges(ctx: AgentContext) -> None:
     assert page.text.count("<svg") == 3  # per day, histogram, weekly accuracy
     assert "accuracy low" in page.text
     assert "http://" not in page.text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_cli_prints_the_figures_and_fails_on_alert(tmp_path: Path, ctx: AgentContext) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from agent.cli import app as cli_app
+    from tests.cli_output import unwrapped
+
+    make_jobs(ctx.sessions)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"database:\n  url: {ctx.settings.database.url}\nspool:\n  path: {tmp_path / 'sp'}\n"
+        "monitoring:\n  min_accuracy: 0.8\n  max_positive_share: null\n"
+    )
+    runner = CliRunner()
+    shown = runner.invoke(cli_app, ["monitoring", "-c", str(config)])
+    assert shown.exit_code == 0, shown.output
+    text = unwrapped(shown.output)
+    assert "75.0 % (53.1-88.8, 15/20)" in text
+    assert "ALERT accuracy_low" in text
+    failing = runner.invoke(cli_app, ["monitoring", "--fail-on-alert", "--json", "-c", str(config)])
+    assert failing.exit_code == 1
+    body = json.loads(failing.stdout)
+    assert [a["kind"] for a in body["alerts"]] == ["accuracy_low"]
+    assert body["models"][0]["agreement"]["sensitivity"]["k"] == 8
