@@ -172,7 +172,9 @@ def _model_figures(
     findings = [(j, None if j.label is None else j.label == POSITIVE_LABEL) for j in jobs]
     with_finding = [(j, p) for j, p in findings if p is not None]
     positive = sum(1 for _, p in with_finding if p)
-    per_day = Counter(j.created_at.date().isoformat() for j in jobs)
+    # a study re-run (a new job version) the same day counts once
+    studies_by_day = {(j.created_at.date().isoformat(), j.study_id) for j in jobs}
+    per_day = Counter(day for day, _ in studies_by_day)
     not_evaluated = Counter(j.reason_code or "unknown" for j in jobs if j.evaluated is False)
     flagged = sum(1 for j in jobs if drift_flagged({"drift": j.drift}))
     overall = _Tally()

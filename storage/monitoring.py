@@ -20,6 +20,7 @@ class MonitoredJob:
     absent; its shape is checked by the reader)."""
 
     id: int
+    study_id: int
     created_at: dt.datetime
     evaluated: bool | None
     label: str | None
@@ -35,6 +36,7 @@ def monitored_jobs(session: Session, since: dt.datetime) -> list[MonitoredJob]:
     query = (
         select(
             Job.id,
+            Job.study_id,
             Job.created_at,
             Job.evaluated,
             Job.label,

@@ -158,3 +158,31 @@ def test_cli_prints_the_figures_and_fails_on_alert(tmp_path: Path, ctx: AgentCon
     body = json.loads(failing.stdout)
     assert [a["kind"] for a in body["alerts"]] == ["accuracy_low"]
     assert body["models"][0]["agreement"]["sensitivity"]["k"] == 8
+
+
+def test_a_study_run_twice_the_same_day_counts_once_per_day(ctx: AgentContext) -> None:
+    from storage.models import Job, JobStatus, Study, utcnow
+
+    when = utcnow()
+    with ctx.sessions.begin() as session:
+        study = Study(study_instance_uid="1.2.826.0.2", accession_number="TWICE")
+        session.add(study)
+        session.flush()
+        for version in (1, 2):
+            session.add(
+                Job(
+                    study_id=study.id,
+                    version=version,
+                    status=JobStatus.DONE,
+                    created_at=when,
+                    evaluated=True,
+                    label="no cirrhosis",
+                    probability=0.2,
+                    model_name="m",
+                    model_version="1",
+                )
+            )
+    with ctx.sessions() as session:
+        (model,) = monitoring_report(session, ctx.settings.monitoring).models
+    assert model.jobs == 2
+    assert [(d.day, d.studies) for d in model.studies_per_day] == [(when.date().isoformat(), 1)]
