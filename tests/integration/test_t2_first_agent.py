@@ -49,6 +49,7 @@ def test_results_before_the_study_is_complete_and_no_second_run(tmp_path: Path) 
             completion={"quiet_seconds": QUIET, "stable_seconds": 120, "series_quiet_seconds": 1},
             delivery={"poll_seconds": 0.2},
         ) as agent:
+
             def ready() -> bool:  # models loaded: the time measured below is T2-first's own
                 response = requests.get(
                     f"http://127.0.0.1:{agent.http_port}/readyz",
