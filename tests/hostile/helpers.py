@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -84,8 +85,9 @@ def echo(port: int, timeout: int = 5) -> bool:
 
 
 def send(port: int, item: Dataset | Path, *, chunked: bool = False) -> int | None:
-    """C-STORE one data set or file over its own association; the response status, or None
-    when there was no response (association refused or aborted)."""
+    """C-STORE one data set or file over its own association (tried again, as a PACS would,
+    while the association limit refuses it); the response status, or None when there was no
+    response (association refused every time, or aborted)."""
     from pydicom import dcmread
 
     sop_class = (
@@ -96,8 +98,12 @@ def send(port: int, item: Dataset | Path, *, chunked: bool = False) -> int | Non
     ae = AE(ae_title="HOSTILE")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(sop_class, [ExplicitVRLittleEndian])
-    assoc = ae.associate("127.0.0.1", port, ae_title="LIVERAI")
-    if not assoc.is_established:
+    for attempt in range(4):  # a PACS tries again when the association limit is reached
+        assoc = ae.associate("127.0.0.1", port, ae_title="LIVERAI")
+        if assoc.is_established:
+            break
+        time.sleep(0.3 * (attempt + 1))
+    else:
         return None
     _config.STORE_SEND_CHUNKED_DATASET = chunked
     try:

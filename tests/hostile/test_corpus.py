@@ -249,7 +249,9 @@ def test_bad_input_corpus(shared_agent: TruthAgentProcess, ledger: Ledger, tmp_p
     )
     first = _good()
     assert send(agent.port, first) == SUCCESS
-    good = [_good(index=n) for n in range(3 * 5)]
+    study = generate_uid()
+    series = [generate_uid() for _ in range(3)]
+    good = [_good(study, series[n % 3], index=n) for n in range(3 * 5)]
     results: dict[str, int | None] = {}
 
     def sender(batch: list[Dataset]) -> None:
