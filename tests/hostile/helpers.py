@@ -49,13 +49,14 @@ def db_count(agent: AgentProcess, sql: str, *args: object) -> int:
         return 0  # not migrated yet
 
 
-def stored(agent: AgentProcess, sop_uid: str) -> bool:
-    """The instance has its row and its spool file."""
+def stored(agent: AgentProcess, sop_uid: str, spool: Path | None = None) -> bool:
+    """The instance has its row and its file in the spool (``spool``: when not the agent's
+    default ``var/spool``)."""
     with sqlite3.connect(agent.db_path, timeout=10) as conn:
         row = conn.execute(
             "select path from instances where sop_instance_uid = ?", (sop_uid,)
         ).fetchone()
-    return row is not None and (agent.spool / row[0]).is_file()
+    return row is not None and ((spool or agent.spool) / row[0]).is_file()
 
 
 def alive(agent: AgentProcess) -> bool:

@@ -357,7 +357,7 @@ def test_disk_full_refuses_with_0xa700_and_loses_nothing(tmp_path: Path, ledger:
                 sop = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
                 if "Received Store Response (Success)" in out:
                     row.handled += 1
-                    if not stored(agent, sop):
+                    if not stored(agent, sop, spool / "spool"):
                         row.lost += 1
                 elif "OutOfResources" in out or "Out of Resources" in out or "0xa7" in out.lower():
                     row.handled += 1
