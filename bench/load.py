@@ -145,7 +145,6 @@ def main() -> None:
             ],
             worker={"threads": args.workers},
             dicom={"max_associations": max(10, args.associations + 2)},
-            logging={"level": "WARNING"},
         )
         agent = TruthAgentProcess(root / "agent", config, port, http_port)
         agent.masks = masks
