@@ -21,6 +21,12 @@ from agent.jobs import lifecycle
 from agent.masking import mask_url_password
 from agent.metrics import Metrics
 from agent.settings import Destination, Settings
+from agent.storage_commitment import (
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    CommitmentRequest,
+    CommitmentWaiters,
+    outcome_error,
+)
 from agent.tls import client_context
 from storage import jobs
 from storage.models import Delivery, DeliveryItem, DeliveryStatus, EventKind, Output, utcnow
@@ -32,12 +38,18 @@ _IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
 def send_dimse(
-    destination: Destination, files: Sequence[Path], *, calling_ae: str, timeout: float = 30.0
+    destination: Destination,
+    files: Sequence[Path],
+    *,
+    calling_ae: str,
+    timeout: float = 30.0,
+    commitment: CommitmentRequest | None = None,
 ) -> list[str]:
     """C-STORE the files to a DICOM node over one association; return the SOP UIDs sent.
 
     ``timeout`` bounds the TCP connect, association negotiation, each DIMSE response and each
-    network read.
+    network read. With ``commitment``, the same association then asks for storage commitment
+    (:mod:`agent.storage_commitment`) and stays open until the report or its timeout.
 
     Raises
     ------
@@ -55,6 +67,8 @@ def send_dimse(
             | {_EXPLICIT_LE, _IMPLICIT_LE}
         )
         ae.add_requested_context(sop_class, syntaxes)
+    if commitment is not None:
+        ae.add_requested_context(STORAGE_COMMITMENT_PUSH_MODEL, [_EXPLICIT_LE, _IMPLICIT_LE])
     tls_args = None
     if destination.tls.enabled:
         try:
@@ -62,7 +76,11 @@ def send_dimse(
         except ValueError as err:
             raise ExportError("tls_config", f"{destination.name}: {err}") from err
     assoc = ae.associate(
-        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
+        destination.host,
+        destination.port,
+        ae_title=destination.ae_title,
+        tls_args=tls_args,
+        evt_handlers=commitment.handlers() if commitment is not None else None,
     )
     if not assoc.is_established:
         raise ExportError(
@@ -85,6 +103,8 @@ def send_dimse(
                     "store_refused", f"C-STORE of {ds.SOPInstanceUID} answered 0x{code:04X}"
                 )
             sent.append(str(ds.SOPInstanceUID))
+        if commitment is not None:
+            commitment.run(assoc)
     finally:
         if assoc.is_established:
             assoc.release()
@@ -138,12 +158,16 @@ class Deliverer:
         sessions: sessionmaker[Session],
         metrics: Metrics,
         lanes: DeliveryLanes | None = None,
+        commitments: CommitmentWaiters | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.metrics = metrics
         #: where attempts run: a lane per destination (the service), or inline (None)
         self.lanes = lanes
+        #: storage commitment transactions awaiting their report (shared with the SCP, which
+        #: receives the reports a destination sends on a new association)
+        self.commitments = commitments if commitments is not None else CommitmentWaiters()
 
     def deliver_due(self) -> int:
         """Start every delivery whose next attempt time has come; return how many.
@@ -174,6 +198,7 @@ class Deliverer:
             delivery = session.get_one(Delivery, delivery_id)
             destination = self.settings.destination(delivery.destination)
             pending = [(item.id, item.output) for item in delivery.items if item.sent_at is None]
+            every = [(i.output.sop_class_uid, i.output.sop_instance_uid) for i in delivery.items]
             job_id = delivery.job_id
             newer = jobs.newer_version(session, job_id)
         if newer is not None:  # the PACS gets only the newest version's results
@@ -185,6 +210,8 @@ class Deliverer:
             return
         error: ExportError | None = None
         sent_uids: list[str] = []
+        commitment: CommitmentRequest | None = None
+        resend: list[str] = []
         if destination is None:
             error = ExportError(
                 "destination_unknown",
@@ -201,19 +228,28 @@ class Deliverer:
                 try:
                     timeout = self.settings.delivery.timeout_seconds
                     if destination.is_dimse:
+                        if destination.storage_commitment:
+                            commitment = CommitmentRequest(
+                                every,
+                                self.commitments,
+                                self.settings.delivery.commitment_timeout_seconds,
+                            )
                         sent_uids = send_dimse(
                             destination,
                             files,
                             calling_ae=self.settings.dicom.ae_title,
                             timeout=timeout,
+                            commitment=commitment,
                         )
+                        if commitment is not None:
+                            error, resend = outcome_error(commitment, destination.name)
                     else:
                         sent_uids = send_stow(destination, files, timeout=timeout)
                 except ExportError as err:
                     error = err
                 except OSError as err:
                     error = ExportError("send_failed", f"{type(err).__name__}: {err}")
-        self._record(delivery_id, job_id, pending, sent_uids, error)
+        self._record(delivery_id, job_id, pending, sent_uids, error, commitment, resend)
 
     def _record(
         self,
@@ -222,6 +258,8 @@ class Deliverer:
         pending: list[tuple[int, Output]],
         sent_uids: list[str],
         error: ExportError | None,
+        commitment: CommitmentRequest | None = None,
+        resend: Sequence[str] = (),
     ) -> None:
         now = utcnow()
         with self.sessions.begin() as session:
@@ -231,21 +269,32 @@ class Deliverer:
             for item_id, output in pending:
                 if output.sop_instance_uid in sent:
                     session.get_one(DeliveryItem, item_id).sent_at = now
+            if resend:  # not committed: stored again at the next attempt
+                for item in delivery.items:
+                    if item.output.sop_instance_uid in resend:
+                        item.sent_at = None
             name = delivery.destination
             if error is None:
-                delivery.status = DeliveryStatus.DONE
+                committed = commitment is not None
+                delivery.status = DeliveryStatus.COMMITTED if committed else DeliveryStatus.DONE
                 delivery.done_at = now
                 delivery.last_error = None
                 delivery.next_attempt_at = None
                 self.metrics.delivery_attempts.labels(name, "success").inc()
-                jobs.add_event(
-                    session,
-                    job_id,
-                    EventKind.DELIVERED,
-                    f"{len(pending)} objects delivered to {name} (attempt {delivery.attempts})",
-                    {"destination": name, "attempt": delivery.attempts},
+                message = (
+                    f"{len(pending)} objects delivered to {name} (attempt {delivery.attempts})"
                 )
-                logger.info("job %s: delivered to %s", job_id, name)
+                data: dict[str, object] = {"destination": name, "attempt": delivery.attempts}
+                if commitment is not None:
+                    message += (
+                        f"; storage commitment: all {len(commitment.objects)} objects "
+                        f"committed (transaction {commitment.transaction_uid})"
+                    )
+                    data["commitment_transaction_uid"] = commitment.transaction_uid
+                jobs.add_event(session, job_id, EventKind.DELIVERED, message, data)
+                logger.info(
+                    "job %s: delivered to %s%s", job_id, name, " (committed)" if committed else ""
+                )
             else:
                 self.metrics.delivery_attempts.labels(name, "failure").inc()
                 self.metrics.delivery_failures.labels(name).inc()

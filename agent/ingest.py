@@ -19,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.dataset_check import check_complete
 from agent.dicom_status import StoreStatus
 from agent.errors import IngestError
 from agent.metrics import Metrics
@@ -426,6 +427,9 @@ def _read_header(part10: bytes) -> tuple[Dataset, str]:
         # touch the elements we need so that a malformed value fails here, not later
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
             ds.get(keyword)
+        # pydicom takes a value shorter than its declared length: a data set cut short in
+        # transit must not be acknowledged
+        check_complete(part10, transfer_syntax)
     except (InvalidDicomError, AttributeError, ValueError, KeyError, EOFError, OSError) as err:
         raise IngestError(
             "malformed_dataset", f"cannot parse the data set: {err}", StoreStatus.CANNOT_UNDERSTAND

@@ -22,10 +22,18 @@ from agent.errors import IngestError
 from agent.ingest import Ingestor
 from agent.metrics import Metrics
 from agent.settings import DicomSettings
+from agent.storage_commitment import (
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    CommitmentWaiters,
+    on_event_report,
+)
 from agent.tls import handshake_metric_reason, start_tls_server
 from storage.models import AssociationStatus, IngestProtocol
 
 logger = logging.getLogger(__name__)
+
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
 def caller_allowed(settings: DicomSettings, calling_ae: str, host: str) -> bool:
@@ -65,10 +73,13 @@ class StorageSCP:
         settings: DicomSettings,
         ingestor: Ingestor,
         metrics: Metrics,
+        commitments: CommitmentWaiters | None = None,
     ) -> None:
         self.settings = settings
         self.ingestor = ingestor
         self.metrics = metrics
+        #: storage commitment reports that destinations send back on a new association
+        self.commitments = commitments
         self._server: Any = None
         self._assoc_ids: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -91,6 +102,14 @@ class StorageSCP:
         ae.dimse_timeout = s.dimse_timeout
         ae.network_timeout = s.network_timeout
         ae.add_supported_context(Verification)
+        # a destination sends its storage commitment report (N-EVENT-REPORT) as the SCP of
+        # the Push Model while requesting the association: accept the roles it proposes
+        ae.add_supported_context(
+            STORAGE_COMMITMENT_PUSH_MODEL,
+            [_EXPLICIT_LE, _IMPLICIT_LE],
+            scu_role=True,
+            scp_role=True,
+        )
         for context in AllStoragePresentationContexts:
             assert context.abstract_syntax is not None
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -113,6 +132,7 @@ class StorageSCP:
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_closed),
+            (evt.EVT_N_EVENT_REPORT, self._on_event_report),
         ]
         address = (self.settings.host, self.settings.port)
         if self.settings.tls.enabled:
@@ -197,6 +217,11 @@ class StorageSCP:
         except IngestError as err:
             return failure_response(err)
         return int(StoreStatus.SUCCESS)
+
+    def _on_event_report(self, event: evt.Event) -> tuple[int, Dataset | None]:
+        if self.commitments is None:
+            return 0x0112, None  # no such SOP instance: this agent asked for no commitment
+        return on_event_report(event, self.commitments)
 
     def _finish(self, assoc: Association, status: AssociationStatus) -> None:
         with self._lock:

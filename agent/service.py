@@ -18,6 +18,7 @@ from agent.jobs import lifecycle
 from agent.retention import apply_retention
 from agent.scp import StorageSCP
 from agent.settings import Settings
+from agent.storage_commitment import CommitmentWaiters
 from agent.t2_first import T2First
 from agent.worker import Worker
 from storage import jobs, queries
@@ -33,17 +34,23 @@ class AgentService:
         self.settings = settings
         self.ctx = open_context(settings)
         self.stop_event = threading.Event()
+        self.commitments = CommitmentWaiters()
         self.scp = StorageSCP(
             settings.dicom,
             self.ctx.ingestor,
             self.ctx.metrics,
+            commitments=self.commitments,
         )
         self.ctx.ingestor.on_association_end = self._schedule_completion
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.started_at = utcnow()  # restart grace: the stable rule counts from here
         self.delivery_lanes = DeliveryLanes()
         self.deliverer = Deliverer(
-            settings, self.ctx.sessions, self.ctx.metrics, lanes=self.delivery_lanes
+            settings,
+            self.ctx.sessions,
+            self.ctx.metrics,
+            lanes=self.delivery_lanes,
+            commitments=self.commitments,
         )
         self.t2_first = T2First(
             self.ctx.sessions,

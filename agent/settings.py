@@ -276,6 +276,12 @@ class Destination(_Group):
     tls: DestinationTls = Field(
         default_factory=DestinationTls, description="DICOM TLS to this node (DIMSE only)"
     )
+    storage_commitment: bool = Field(
+        default=False,
+        description="after the C-STOREs, ask this node for storage commitment (N-ACTION) and "
+        "count the delivery done only when its report confirms every object (DIMSE only; the "
+        "node must know the agent's AE title, host and port to send the report back)",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Destination:
@@ -290,6 +296,8 @@ class Destination(_Group):
             raise ValueError(f"destination {self.name}: use token or username/password")
         if self.tls.enabled and not dimse:
             raise ValueError(f"destination {self.name}: tls is for DICOM nodes; use https://")
+        if self.storage_commitment and not dimse:
+            raise ValueError(f"destination {self.name}: storage_commitment is for DICOM nodes")
         return self
 
     @property
@@ -311,6 +319,12 @@ class DeliverySettings(_Group):
         description="longest wait of one delivery attempt for the destination (TCP connect, "
         "association, each response or read); a destination that stays silent fails the "
         "attempt after this, and other destinations never wait for it",
+    )
+    commitment_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="longest wait for a destination's storage commitment report after the "
+        "request; without one the attempt fails (commitment_timeout) and is retried",
     )
 
 

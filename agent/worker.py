@@ -144,6 +144,7 @@ class Worker:
         started = time.perf_counter()
         destinations = destinations_for(self.settings, claimed.source_ae)
         planned = build_objects(result, destinations)
+        self._mark_replacement(claimed.job_id, planned)
         folder = self.results_root / claimed.study_instance_uid / str(claimed.job_id)
         paths = write_outputs([p.obj for p in planned], folder)
         encode_seconds = time.perf_counter() - started
@@ -151,6 +152,34 @@ class Worker:
         deliveries = self._record(claimed.job_id, result, destinations, written, encode_seconds)
         if deliveries and self.on_delivering is not None:
             self.on_delivering()
+
+    def _mark_replacement(self, job_id: int, planned: list[PlannedObject]) -> None:
+        """Objects of a version that replaces one already delivered say so (series number,
+        description, the earlier SR referenced: :mod:`pipeline.outputs.replacement`)."""
+        from pipeline.outputs.replacement import EarlierResult, mark_replacement
+
+        with self.sessions() as session:
+            found = jobs.delivered_earlier_version(session, job_id)
+            if found is None:
+                return
+            earlier_job, sr, sent_at = found
+            earlier = EarlierResult(
+                version=earlier_job.version,
+                replaced_by=session.get_one(Job, job_id).version,
+                study_instance_uid=earlier_job.study.study_instance_uid,
+                sr_sop_class_uid=sr.sop_class_uid if sr is not None else None,
+                sr_sop_instance_uid=sr.sop_instance_uid if sr is not None else None,
+                sr_series_instance_uid=sr.series_instance_uid if sr is not None else None,
+                delivered_at=sent_at.strftime("%Y-%m-%d %H:%M UTC") if sent_at else None,
+            )
+        for item in planned:
+            mark_replacement(item.obj.dataset, earlier)
+        logger.info(
+            "job %s: results marked %s (job %s was delivered)",
+            job_id,
+            earlier.label,
+            earlier_job.id,
+        )
 
     @contextlib.contextmanager
     def _heartbeat(self, job_id: int) -> Iterator[None]:

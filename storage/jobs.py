@@ -311,3 +311,36 @@ def newer_version(session: Session, job_id: int) -> int | None:
         .order_by(Job.version.desc())
         .limit(1)
     )
+
+
+def delivered_earlier_version(
+    session: Session, job_id: int
+) -> tuple[Job, Output | None, dt.datetime | None] | None:
+    """The newest earlier version of this job's study whose results reached a destination
+    (some object sent), with the SR among them that was sent (TID 1500 or "not evaluated";
+    None when no SR went out) and when; None when no earlier version was delivered."""
+    job = session.get_one(Job, job_id)
+    sent = (
+        select(Job, Output, DeliveryItem.sent_at)
+        .join(Delivery, Delivery.job_id == Job.id)
+        .join(DeliveryItem, DeliveryItem.delivery_id == Delivery.id)
+        .join(Output, Output.id == DeliveryItem.output_id)
+        .where(
+            Job.study_id == job.study_id,
+            Job.version < job.version,
+            DeliveryItem.sent_at.is_not(None),
+        )
+        .order_by(Job.version.desc(), DeliveryItem.sent_at.desc())
+    )
+    rows = session.execute(sent).all()
+    if not rows:
+        return None
+    newest = rows[0][0]
+    srs = [
+        (output, at)
+        for found, output, at in rows
+        if found.id == newest.id and output.kind in (OutputKind.SR, OutputKind.NOT_EVALUATED_SR)
+    ]
+    if not srs:
+        return newest, None, None
+    return newest, srs[0][0], srs[0][1]

@@ -137,9 +137,13 @@ class OutputKind(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
+    """``done``: every object stored; ``committed``: stored and confirmed by the destination's
+    storage commitment report (destinations with ``storage_commitment``)."""
+
     PENDING = "pending"
     SENDING = "sending"
     DONE = "done"
+    COMMITTED = "committed"
     DEAD = "dead"
     CANCELLED = "cancelled"
 
