@@ -133,11 +133,15 @@ def measure(
     passive: bool,
     poll: float | None,
     series_quiet: float | None = None,
+    t2_first: bool = True,
 ) -> list[dict[str, float]]:
-    label = f"{quiet:g}" if series_quiet is None else f"t2first-{series_quiet:g}"
+    label = f"{quiet:g}" if series_quiet is None else f"t2first-{series_quiet:g}-{t2_first}"
     orthanc = OrthancProcess(root / f"orthanc-{label}").start()
     port, http_port = free_port(), free_port()
-    completion: dict[str, Any] = {"quiet_seconds": quiet, "t2_first": series_quiet is not None}
+    completion: dict[str, Any] = {
+        "quiet_seconds": quiet,
+        "t2_first": series_quiet is not None and t2_first,
+    }
     if series_quiet is not None:
         completion["series_quiet_seconds"] = series_quiet
     config: dict[str, Any] = {
@@ -270,13 +274,19 @@ def one_t2_first_run(
     }
 
 
-def report_t2_first(series_quiet: float, results: list[dict[str, float]]) -> None:
+def report_t2_first(
+    series_quiet: float, results: list[dict[str, float]], t2_first: bool = True
+) -> None:
     a = [r["t2_to_results"] for r in results]
     b = [r["study_end_to_results"] for r in results]
     a_med, b_med = statistics.median(a), statistics.median(b)
-    print(
+    title = (
         f"\nT2-first, series quiet {series_quiet:g} s, {len(results)} runs:"
-        f"\n  (a) T2 series' last instance -> SEG + SR in Orthanc: median {a_med:.2f}"
+        if t2_first
+        else f"\nBaseline (T2-first off, the same study), {len(results)} runs:"
+    )
+    print(
+        title + f"\n  (a) T2 series' last instance -> SEG + SR in Orthanc: median {a_med:.2f}"
         f" s, worst {max(a):.2f} s (goal <= 2 s: {'met' if max(a) <= 2.0 else 'NOT met'})"
         f"\n  (b) study's last instance -> SEG + SR in Orthanc: median {b_med:.2f}"
         f" s, worst {max(b):.2f} s (negative: before the study had arrived;"
@@ -322,6 +332,10 @@ def main() -> None:
         help="the 13-series study with the axial T2 third (T2-first processing on)",
     )  # fmt: skip
     parser.add_argument("--series-quiet", type=float, nargs="+", default=[1.0])
+    parser.add_argument(
+        "--baseline", action="store_true",
+        help="with --t2-first: also the same study with T2-first off (the study-level rule)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.seg_model and args.cls_model:
         bundles: tuple[Path, Path] | None = (args.seg_model, args.cls_model)
@@ -346,6 +360,11 @@ def main() -> None:
                     Path(tmp), 5.0, args.runs, bundles, not args.omp_spin, args.poll, series_quiet
                 )
                 report_t2_first(series_quiet, results)
+            if args.baseline:
+                results = measure(
+                    Path(tmp), 5.0, args.runs, bundles, not args.omp_spin, args.poll, 1.0, False
+                )
+                report_t2_first(1.0, results, t2_first=False)
         else:
             for quiet in args.quiet:
                 results = measure(
