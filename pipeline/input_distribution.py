@@ -163,6 +163,27 @@ class TrainingDistribution(_Strict):
         return {manufacturer_key(m) for m in self.manufacturers}
 
 
+def describe_distribution(dist: TrainingDistribution | None) -> list[str]:
+    """The distribution in short lines for people (``liver-agent model info``)."""
+    if dist is None:
+        return ["no training distribution recorded (drift is not checked against this bundle)"]
+
+    def span(r: ValueRange | None, unit: str) -> str:
+        if r is None:
+            return "not recorded"
+        return f"{r.low:g} {unit}" if r.low == r.high else f"{r.low:g}-{r.high:g} {unit}"
+
+    return [
+        f"training inputs: {dist.cases} cases ({', '.join(dist.sources)})",
+        f"manufacturers: {', '.join(dist.manufacturers) or 'not recorded'}",
+        f"field strength: {span(dist.field_strength_t, 'T')}",
+        f"echo time: {span(dist.echo_time_ms, 'ms')}",
+        f"repetition time: {span(dist.repetition_time_ms, 'ms')}",
+        f"pixel spacing: {span(dist.pixel_spacing_mm, 'mm')}",
+        "matrices: " + (", ".join(f"{r} x {c}" for r, c in dist.matrices) or "not recorded"),
+    ]
+
+
 def distribution_of(values: Iterable[AcquisitionValues | None]) -> TrainingDistribution | None:
     """The distribution of the training series' values; None when no series has any."""
     known = [v for v in values if v is not None]
@@ -185,6 +206,7 @@ __all__ = [
     "AcquisitionValues",
     "TrainingDistribution",
     "ValueRange",
+    "describe_distribution",
     "distribution_of",
     "manufacturer_key",
 ]

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from pydicom import dcmread
+from typer.testing import CliRunner
 
+from agent.cli import model as model_cli
 from pipeline.bundle import Split, load_bundle, save_bundle
 from pipeline.drift import NO_DISTRIBUTION, DriftTolerance, check_drift, drift_summary
 from pipeline.input_distribution import (
@@ -228,3 +231,11 @@ def test_training_records_the_distribution_in_the_manifest(tmp_path: Path) -> No
     assert dist.field_strength_t is not None
     assert dist.field_strength_t.high == 3.0
     assert seg.is_dir()
+    app = typer.Typer()
+    model_cli.register(app)
+    shown = CliRunner().invoke(app, ["model", "info", str(bundle.path)])
+    assert shown.exit_code == 0, shown.output
+    assert "manufacturers: GE MEDICAL SYSTEMS, SIEMENS" in shown.output
+    assert "field strength: 1.5-3 T" in shown.output
+    old = CliRunner().invoke(app, ["model", "info", str(cls)])
+    assert "no training distribution recorded" in old.output
