@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent import deployment
+from agent import deployment, input_drift
 from agent.errors import AgentError
 from agent.jobs import lifecycle
 from agent.jobs.lifecycle import ClaimedJob
@@ -220,6 +220,9 @@ class Worker:
             if not lifecycle.still_running(session, job):
                 return 0
             _store_result(job, result)
+            drift = input_drift.job_drift(result, self.models.models, self.settings.drift)
+            if drift is not None:
+                job.details = {**(job.details or {}), "drift": drift}
             timings = dict(result.timings)
             timings["encode"] = encode_seconds
             for stage, seconds in timings.items():
@@ -286,6 +289,10 @@ class Worker:
                 )
         if status.is_final:
             self.metrics.jobs_finished.labels(status.value).inc()
+        if drift is not None:
+            outcome = input_drift.count(self.metrics, drift)
+            if outcome == input_drift.FLAGGED:
+                logger.warning("job %s: input drift: %s", job_id, "; ".join(drift["reasons"]))
         logger.info("job %s: %s", job_id, summary)
         return deliveries
 
