@@ -1,14 +1,17 @@
 """Input drift through the real worker: a classifier bundle that records its training
 distribution; a study inside it is not flagged, one from an unknown manufacturer at 3 T with an
-unusual echo time is flagged with each reason, on the job page, in the API and in /metrics."""
+unusual echo time is flagged with each reason, on the job page, in the API and in /metrics.
+The same jobs keep the classifier's heat map as a PNG that the API serves and the page shows."""
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -112,6 +115,22 @@ def test_drift_is_flagged_with_reasons_shown_and_counted(
         assert 'id="drift-flag"' not in calm
         assert "in distribution" in calm
         assert client.get(f"/api/jobs/{outside_id}").json()["details"]["drift"]["flagged"]
+
+        # the heat map (on by default) is kept with the results and shown over the slice
+        heat = client.get(f"/api/jobs/{inside_id}/heatmap.png")
+        assert heat.status_code == 200
+        assert heat.content.startswith(b"\x89PNG")
+        assert Image.open(io.BytesIO(heat.content)).size[0] >= 512
+        with ctx.sessions() as session:
+            kept = session.get_one(Job, inside_id).details["heatmap"]
+        assert Path(kept["file"]).is_file()
+        assert kept["method"].startswith("Grad-CAM")
+        assert 0.0 <= kept["share_in_liver"] <= 1.0
+        assert 'id="heatmap"' in calm
+        assert f"/api/jobs/{inside_id}/heatmap.png" in calm
+        Path(kept["file"]).unlink()
+        gone = client.get(f"/api/jobs/{inside_id}/heatmap.png")
+        assert (gone.status_code, gone.json()["code"]) == (404, "file_missing")
 
         metrics = client.get("/metrics").text
         assert 'liver_agent_input_drift_checks_total{outcome="flagged"} 1.0' in metrics
