@@ -85,6 +85,20 @@ class Metrics:
         self.queue_depth = Gauge("liver_agent_queue_depth", "Jobs waiting (queued)", registry=r)
         self._model_monitoring = _SourceCollector()
         r.register(self._model_monitoring)
+        self.drift_checks = Counter(
+            "liver_agent_input_drift_checks",
+            "Jobs whose selected series was compared with the bundles' training distribution, "
+            "by outcome (flagged, in_distribution, no_distribution)",
+            ["outcome"],
+            registry=r,
+        )
+        self.drift_values = Counter(
+            "liver_agent_input_drift_values",
+            "Header values found outside a bundle's training distribution, by value "
+            "(manufacturer, field_strength_t, echo_time_ms, ...)",
+            ["check"],
+            registry=r,
+        )
 
     def set_queue_depth_source(self, source: Callable[[], float]) -> None:
         """Read the queue depth at scrape time."""

@@ -251,6 +251,11 @@ class DestinationObjects(_Group):
         description="Key Object Selection flagging the caudate-level slice (images-only viewers)",
     )
     not_evaluated_sr: bool = True
+    sc_heatmap: bool = Field(
+        default=False,
+        description="burn the classifier's heat map (where it looked) into the Secondary "
+        "Capture (needs sc; heat map enabled)",
+    )
 
 
 class Destination(_Group):
@@ -416,6 +421,27 @@ class LoggingSettings(_Group):
     format: LogFormat = LogFormat.TEXT
 
 
+class DriftSettings(_Group):
+    """Input drift: the selected series' header values against each bundle's training
+    distribution (:mod:`pipeline.drift`). Tolerances are fractions of the training range's
+    bounds (0.25: trained TE 80-100 ms accepts 60-125 ms)."""
+
+    enabled: bool = True
+    manufacturer: bool = Field(default=True, description="an unknown manufacturer is drift")
+    field_strength_tolerance: float = Field(default=0.1, ge=0, le=10)
+    echo_time_tolerance: float = Field(default=0.25, ge=0, le=10)
+    repetition_time_tolerance: float = Field(default=0.5, ge=0, le=10)
+    pixel_spacing_tolerance: float = Field(default=0.25, ge=0, le=10)
+    matrix_tolerance: float = Field(default=0.5, ge=0, le=10)
+
+
+class HeatmapSettings(_Group):
+    """Where the classifier looked: a Grad-CAM heat map of the ResNet50 on the caudate-level
+    slice (:mod:`pipeline.heatmap`), kept as a PNG with the job's results."""
+
+    enabled: bool = True
+
+
 class Settings(BaseSettings):
     """Everything the agent reads at start. See ``deploy/liver-agent.example.yaml``."""
 
@@ -440,6 +466,8 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    heatmap: HeatmapSettings = Field(default_factory=HeatmapSettings)
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> Settings:

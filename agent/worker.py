@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent import deployment
+from agent import deployment, input_drift
 from agent.errors import AgentError
 from agent.jobs import lifecycle
+from agent.jobs.heatmap import write_heatmap_png
 from agent.jobs.lifecycle import ClaimedJob
 from agent.jobs.routing import PlannedObject, build_objects, destinations_for, wanted_kinds
 from agent.metrics import Metrics
@@ -133,6 +134,7 @@ class Worker:
         options = PipelineOptions(
             caudate_fraction=self.settings.pipeline.caudate_fraction,
             selection_rules=self.settings.pipeline.selection_rules,
+            heatmap=self.settings.heatmap.enabled,
         )
         return run_pipeline(scan_study(paths), models, options)
 
@@ -147,9 +149,12 @@ class Worker:
         self._mark_replacement(claimed.job_id, planned)
         folder = self.results_root / claimed.study_instance_uid / str(claimed.job_id)
         paths = write_outputs([p.obj for p in planned], folder)
+        heatmap = write_heatmap_png(result, folder)
         encode_seconds = time.perf_counter() - started
         written = list(zip(planned, paths, strict=True))
-        deliveries = self._record(claimed.job_id, result, destinations, written, encode_seconds)
+        deliveries = self._record(
+            claimed.job_id, result, destinations, written, encode_seconds, heatmap
+        )
         if deliveries and self.on_delivering is not None:
             self.on_delivering()
 
@@ -213,6 +218,7 @@ class Worker:
         destinations: list[Destination],
         written: list[tuple[PlannedObject, Path]],
         encode_seconds: float,
+        heatmap: dict[str, Any] | None = None,
     ) -> int:
         """Record the result in one transaction; return how many deliveries were queued."""
         with self.sessions.begin() as session:
@@ -220,6 +226,11 @@ class Worker:
             if not lifecycle.still_running(session, job):
                 return 0
             _store_result(job, result)
+            drift = input_drift.job_drift(result, self.models.models, self.settings.drift)
+            if drift is not None:
+                job.details = {**(job.details or {}), "drift": drift}
+            if heatmap is not None:
+                job.details = {**(job.details or {}), "heatmap": heatmap}
             timings = dict(result.timings)
             timings["encode"] = encode_seconds
             for stage, seconds in timings.items():
@@ -286,6 +297,10 @@ class Worker:
                 )
         if status.is_final:
             self.metrics.jobs_finished.labels(status.value).inc()
+        if drift is not None:
+            outcome = input_drift.count(self.metrics, drift)
+            if outcome == input_drift.FLAGGED:
+                logger.warning("job %s: input drift: %s", job_id, "; ".join(drift["reasons"]))
         logger.info("job %s: %s", job_id, summary)
         return deliveries
 

@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import BundleError
+from pipeline.input_distribution import TrainingDistribution
 from pipeline.networks import ARCHITECTURES, build_network
 from pipeline.results import ModelInfo
 
@@ -131,6 +132,11 @@ class Manifest(_Strict):
     created: str
     code_version: str
     weights: dict[str, str]
+    training_distribution: TrainingDistribution | None = Field(
+        default=None,
+        description="acquisitions of the training data (manufacturer, field strength, TE, TR, "
+        "pixel spacing, matrix); None in bundles made before it was recorded",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
+
+if TYPE_CHECKING:
+    from pipeline.heatmap import HeatMap
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class EvaluatedResult:
     classification_model: ModelInfo | None = None
     timings: dict[str, float] = field(default_factory=dict)
     evaluated: Literal[True] = True
+    heatmap: HeatMap | None = None  # where the classifier looked (pipeline.heatmap)
 
     @property
     def reason_code(self) -> None:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from pipeline.demo_scope import (
     is_phantom_study,
 )
 from pipeline.errors import NotEvaluatedError
+from pipeline.heatmap import HeatMap, HeatMapper
 from pipeline.inference import ClassificationModel, SegmentationModel
 from pipeline.results import (
     CaudateSlice,
@@ -46,6 +47,7 @@ class PipelineOptions:
 
     caudate_fraction: float = DEFAULT_FRACTION
     selection_rules: Path | None = None
+    heatmap: bool = False  # Grad-CAM of the classifier on the slice (pipeline.heatmap)
 
 
 @dataclass
@@ -54,6 +56,13 @@ class Models:
 
     segmentation: SegmentationModel
     classification: ClassificationModel
+    _heat_mapper: HeatMapper | None = field(default=None, repr=False)
+
+    def heat_mapper(self) -> HeatMapper:
+        """The classifier's Grad-CAM (its own copy of the network, made on first use)."""
+        if self._heat_mapper is None:
+            self._heat_mapper = HeatMapper(self.classification.bundle, self.classification.device)
+        return self._heat_mapper
 
     @classmethod
     def load(cls, segmentation: Path, classification: Path, device: str = "auto") -> Models:
@@ -123,6 +132,7 @@ def run_pipeline(
     segmentation: LiverSegmentation | None = None
     caudate: CaudateSlice | None = None
     classification: Classification | None = None
+    heatmap: HeatMap | None = None
     finding_withheld: str | None = None
     not_evaluated: NotEvaluatedError | None = None
     try:
@@ -143,10 +153,14 @@ def run_pipeline(
         if models.classification.info.demo and not phantom:
             finding_withheld = demo_finding_withheld()
         else:
+            image, mask = volume.pixels[caudate.index], segmentation.mask[caudate.index]
             with _timed(timings, "classify"):
-                classification = models.classification.predict(
-                    volume.pixels[caudate.index], segmentation.mask[caudate.index]
-                )
+                classification = models.classification.predict(image, mask)
+            if options.heatmap:
+                with _timed(timings, "heatmap"):
+                    heatmap = models.heat_mapper().heat_map(
+                        models.classification.input_tensor(image, mask), image.shape, mask
+                    )
     except NotEvaluatedError as err:
         not_evaluated = err
     timings["total"] = time.perf_counter() - started
@@ -186,6 +200,7 @@ def run_pipeline(
         segmentation_model=models.segmentation.info,
         classification_model=models.classification.info,
         timings=timings,
+        heatmap=heatmap,
     )
 
 
@@ -271,6 +286,7 @@ def result_to_json(result: PipelineResult) -> dict[str, Any]:
             "mode": classification.mode,
         },
         "finding_withheld": result.finding_withheld,
+        "heatmap": result.heatmap.to_json() if result.evaluated and result.heatmap else None,
         "liver_volume_ml": None
         if result.segmentation is None
         else round(result.segmentation.volume_ml, 1),

@@ -481,6 +481,7 @@ def model_info(
     bundle_dir: Annotated[Path, typer.Argument(help="bundle folder")], json_out: JsonOption = False
 ) -> None:
     from pipeline.bundle import load_bundle
+    from pipeline.input_distribution import describe_distribution
 
     bundle = _guard(lambda: load_bundle(bundle_dir))
     data = bundle.manifest.model_dump(mode="json")
@@ -495,6 +496,8 @@ def model_info(
     console.print(f"  checksums ok; {m.intended_use}", highlight=False)
     for key, value in sorted(m.training.metrics.items()):
         console.print(f"  {key}: {value:.4f}", highlight=False)
+    for line in describe_distribution(m.training_distribution):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
 @model_app.command(

@@ -20,6 +20,7 @@ from agent.http.deps import CtxDep, SessionDep, require_role, require_token
 from agent.http.params import JobId, Limit, Offset
 from agent.jobs import lifecycle
 from agent.jobs.filters import FilterError, JobQuery
+from agent.jobs.heatmap import job_heatmap
 from agent.jobs.lifecycle import JobAction, JobNotFoundError
 from agent.jobs.preview import PreviewUnavailable, job_preview
 from agent.jobs.summaries import (
@@ -230,6 +231,25 @@ def api_preview(job_id: JobId, ctx: CtxDep, session: SessionDep) -> Response:
             "Cache-Control": "private, max-age=60",
             "X-Liver-Outline": "drawn" if outlined else "missing",
         },
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/heatmap.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
+    summary="Heat map PNG",
+)
+def api_heatmap(job_id: JobId, ctx: CtxDep, session: SessionDep) -> Response:
+    """Where the classifier looked: its Grad-CAM heat map over the caudate-level slice (404
+    with a reason if there is none)."""
+    job = get_job(session, job_id)
+    try:
+        png = job_heatmap(job, ctx.settings.results.path)
+    except PreviewUnavailable as err:
+        raise ApiError(404, err.code, err.message) from err
+    return Response(
+        content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"}
     )
 
 

@@ -285,6 +285,8 @@ def _job_context(detail: JobDetail) -> dict[str, Any]:
         "threshold": details.get("threshold"),
         "finding_withheld": details.get("finding_withheld"),
         "silent": details.get("deployment"),
+        "drift": details.get("drift") if isinstance(details.get("drift"), dict) else None,
+        "heatmap": details.get("heatmap") if isinstance(details.get("heatmap"), dict) else None,
         "final": JobStatus(detail.status).is_final,
         "can_retry": JobAction.RETRY in offered,
         "can_cancel": JobAction.CANCEL in offered,

@@ -21,6 +21,7 @@ class OutputPlan:
 
     omit_empty_frames: bool
     destinations: tuple[Destination, ...]
+    sc_heatmap: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,23 @@ def destinations_for(settings: Settings, source_ae: str | None) -> list[Destinat
     return chosen
 
 
+def _wants_heatmap_sc(destination: Destination) -> bool:
+    return destination.send.sc and destination.send.sc_heatmap
+
+
 def plan_outputs(destinations: list[Destination]) -> list[OutputPlan]:
-    """Group destinations by SEG variant (empty frames kept or omitted)."""
+    """Group destinations by SEG variant (empty frames kept or omitted) and SC variant (with
+    or without the heat map burned in)."""
     plans = []
     for omit in (False, True):
-        group = tuple(d for d in destinations if d.seg_omit_empty_frames == omit)
-        if group:
-            plans.append(OutputPlan(omit, group))
+        for heat in (False, True):
+            group = tuple(
+                d
+                for d in destinations
+                if d.seg_omit_empty_frames == omit and _wants_heatmap_sc(d) == heat
+            )
+            if group:
+                plans.append(OutputPlan(omit, group, heat))
     return plans
 
 
@@ -82,6 +93,7 @@ def build_objects(result: PipelineResult, destinations: list[Destination]) -> li
             kos=any(d.send.kos for d in group),
             not_evaluated_sr=not group or any(d.send.not_evaluated_sr for d in group),
             omit_empty_frames=plan.omit_empty_frames if plan is not None else False,
+            sc_heatmap=plan.sc_heatmap if plan is not None else False,
         )
         for obj in build_outputs(result, options, software_version=__version__):
             built.append(PlannedObject(plan, obj))

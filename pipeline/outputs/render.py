@@ -97,12 +97,60 @@ def render_slice(
     return rgb
 
 
+#: Colour stops of the heat map (0 -> 1): dark blue, cyan, yellow, red (a jet-like scale).
+HEAT_STOPS = np.array([0.0, 0.35, 0.7, 1.0])
+HEAT_RGB = np.array([[0, 0, 160], [0, 220, 255], [255, 230, 0], [230, 0, 0]], dtype=np.float32)
+
+
+def heat_colours(cam: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """RGB (0..255, float) of a 0..1 map on :data:`HEAT_STOPS`."""
+    values = np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0)
+    return np.stack(
+        [np.interp(values, HEAT_STOPS, HEAT_RGB[:, k]) for k in range(3)], axis=-1
+    ).astype(np.float32)
+
+
+def blend_heat(
+    rgb: npt.NDArray[np.uint8], cam: npt.NDArray[np.floating], *, opacity: float = 0.5
+) -> npt.NDArray[np.uint8]:
+    """Lay a 0..1 heat map (the slice's shape, scaled up here to the picture's) over a
+    picture; the colour's weight grows with the heat (no heat: the picture unchanged)."""
+    factor = rgb.shape[0] // cam.shape[0]
+    big: npt.NDArray[np.float32] = np.kron(
+        np.asarray(cam, dtype=np.float32), np.ones((factor, factor), np.float32)
+    ).astype(np.float32)
+    weight = (opacity * np.clip(big, 0.0, 1.0) ** 0.7)[:, :, None]
+    out = rgb.astype(np.float32) * (1 - weight) + heat_colours(big) * weight
+    result: npt.NDArray[np.uint8] = np.clip(out, 0, 255).astype(np.uint8)
+    return result
+
+
+def render_heatmap(
+    image: npt.NDArray[np.floating] | npt.NDArray[np.integer],
+    mask: npt.NDArray[np.bool_] | None,
+    cam: npt.NDArray[np.floating],
+    *,
+    min_size: int = 512,
+) -> npt.NDArray[np.uint8]:
+    """The slice as :func:`render_slice` draws it with the heat map laid over it (the liver
+    outline drawn again on top, so that one sees whether the heat lies in the liver)."""
+    if cam.shape != image.shape:
+        raise ValueError(f"heat map {cam.shape} and image {image.shape} must have one shape")
+    rgb = blend_heat(render_slice(image, None, min_size=min_size), cam)
+    if mask is not None and mask.any():
+        factor = rgb.shape[0] // image.shape[0]
+        big_mask = np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)) > 0
+        rgb[outline(big_mask, width=max(1, factor // 2 + 1))] = OUTLINE_RGB
+    return rgb
+
+
 def render_overlay(
     image: npt.NDArray[np.floating],
     mask: npt.NDArray[np.bool_],
     lines: Sequence[TextLine],
     *,
     min_size: int = 512,
+    cam: npt.NDArray[np.floating] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Render a slice with the mask outline and a text panel below it.
 
@@ -116,13 +164,18 @@ def render_overlay(
         Text lines for the panel under the image, top to bottom.
     min_size
         The picture is scaled up by a whole factor until its larger side is at least this.
+    cam
+        A 0..1 heat map of the slice to lay over it (:func:`render_heatmap`), or None.
 
     Returns
     -------
     numpy.ndarray
         RGB picture, uint8, shape (rows * f + panel, columns * f, 3).
     """
-    rgb = render_slice(image, mask, min_size=min_size)
+    if cam is None:
+        rgb = render_slice(image, mask, min_size=min_size)
+    else:
+        rgb = render_heatmap(image, mask, cam, min_size=min_size)
     rows_scaled, width = rgb.shape[:2]
     margin = max(4, width // 64)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))

@@ -40,6 +40,9 @@ class OutputOptions:
         Make the "not evaluated" SR for studies the pipeline could not evaluate.
     omit_empty_frames
         Leave SEG frames without liver out (some viewers misplace such SEGs: default keep).
+    sc_heatmap
+        Lay the classifier's heat map over the Secondary Capture's slice (when the result has
+        one).
     """
 
     seg: bool = True
@@ -48,6 +51,7 @@ class OutputOptions:
     kos: bool = False
     not_evaluated_sr: bool = True
     omit_empty_frames: bool = False
+    sc_heatmap: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +130,11 @@ def build_outputs(
         if options.sr:
             objects.append(ResultObject("sr", build_sr(result, seg, software_version=version)))
         if options.sc:
-            objects.append(ResultObject("sc", build_sc(result, software_version=version)))
+            objects.append(
+                ResultObject(
+                    "sc", build_sc(result, software_version=version, heatmap=options.sc_heatmap)
+                )
+            )
         if options.kos:
             objects.append(ResultObject("kos", build_kos(result, software_version=version)))
     except (ValueError, TypeError, AttributeError, KeyError) as err:

@@ -31,7 +31,9 @@ def patient_orientation(cosine: npt.NDArray[np.float64]) -> str:
     return (("L", "R"), ("P", "A"), ("H", "F"))[axis][0 if positive else 1]
 
 
-def result_lines(result: EvaluatedResult, caudate_image: Dataset) -> list[TextLine]:
+def result_lines(
+    result: EvaluatedResult, caudate_image: Dataset, *, heatmap: bool = False
+) -> list[TextLine]:
     """The text burned into the SC, top to bottom."""
     assert result.segmentation is not None
     assert result.caudate is not None
@@ -49,6 +51,15 @@ def result_lines(result: EvaluatedResult, caudate_image: Dataset) -> list[TextLi
         )
     )
     lines.append(TextLine(slice_sentence(caudate_image)))
+    if heatmap and result.heatmap is not None:
+        share = result.heatmap.share_in_liver
+        lines.append(
+            TextLine(
+                f"Heat map: where the classifier looked ({result.heatmap.method}, "
+                f"{result.heatmap.class_name})"
+                + ("" if share is None else f"; {share:.0%} of it inside the liver outline")
+            )
+        )
     for model in (result.classification_model, result.segmentation_model):
         if model is not None:
             lines.append(TextLine(model_sentence(model)))
@@ -60,7 +71,9 @@ def result_lines(result: EvaluatedResult, caudate_image: Dataset) -> list[TextLi
     return lines
 
 
-def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage:
+def build_sc(
+    result: EvaluatedResult, *, software_version: str, heatmap: bool = False
+) -> hd.sc.SCImage:
     """Build the RGB Secondary Capture (SOP Class 1.2.840.10008.5.1.4.1.1.7) of the caudate slice.
 
     Parameters
@@ -69,6 +82,8 @@ def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage
         An evaluated pipeline result.
     software_version
         liver-agent version written in Software Versions.
+    heatmap
+        Lay the classifier's heat map (``result.heatmap``, when there is one) over the slice.
 
     Returns
     -------
@@ -87,8 +102,12 @@ def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage
             "output_encoding", "the result lacks the slice, mask or finding to draw in the SC"
         )
     header = with_patient_study(volume.headers[caudate.index], result.reference)
+    cam = result.heatmap.cam if heatmap and result.heatmap is not None else None
     pixels = render_overlay(
-        volume.pixels[caudate.index], segmentation.mask[caudate.index], result_lines(result, header)
+        volume.pixels[caudate.index],
+        segmentation.mask[caudate.index],
+        result_lines(result, header, heatmap=cam is not None),
+        cam=cam,
     )
     model = result.classification_model
     identity = ResultIdentity("sc", model, (model, result.segmentation_model), software_version)
@@ -113,6 +132,7 @@ def build_sc(result: EvaluatedResult, *, software_version: str) -> hd.sc.SCImage
     sc.ImageLaterality = "U"  # the liver is unpaired (dciodvfy asks for Laterality otherwise)
     sc.DerivationDescription = (
         "Caudate-level slice with AI liver outline and result text"
+        + (" and the classifier's Grad-CAM heat map" if cam is not None else "")
         + (" - DEMO MODEL" if identity.demo else "")
         + f" - {RESEARCH_USE_ONLY}"
     )

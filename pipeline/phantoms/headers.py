@@ -75,6 +75,11 @@ class StudyContext:
     base: Dataset  # patient, study, equipment, frame of reference
 
 
+def manufacturer_of(vendor: str) -> str:
+    """The Manufacturer (0008,0070) a phantom of ``vendor`` is written with."""
+    return _EQUIPMENT[vendor][0]
+
+
 def study_context(
     vendor: Vendor,
     key: tuple[object, ...],

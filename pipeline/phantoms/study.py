@@ -11,9 +11,17 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian
 
+from pipeline.input_distribution import AcquisitionValues
 from pipeline.phantoms.acquisition import Stack, acquire, adc_from_dwi, plan, stream
 from pipeline.phantoms.anatomy import body_model
-from pipeline.phantoms.headers import _AGENTS, instance, series_template, study_context, uid
+from pipeline.phantoms.headers import (
+    _AGENTS,
+    instance,
+    manufacturer_of,
+    series_template,
+    study_context,
+    uid,
+)
 from pipeline.phantoms.protocols import DYNAMIC_PHASES, protocol, series_numbers, with_number
 from pipeline.phantoms.truth import target_truth
 from pipeline.phantoms.types import (
@@ -25,7 +33,7 @@ from pipeline.phantoms.types import (
     PhantomVolume,
     Vendor,
 )
-from pipeline.phantoms.writer import SeriesWriter
+from pipeline.phantoms.writer import SeriesWriter, ds_str
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +273,20 @@ def phantom_axial_t2(
     proto = protocol(vendor, role, field_t, geo.axial.rows, rng)
     stack = acquire(model, geo, proto, rng)[0]
     truth = target_truth(model, geo, role)
+    contrast = proto.contrasts[0]
+    acquisition = AcquisitionValues(
+        source="phantom",
+        manufacturer=manufacturer_of(vendor),
+        field_strength_t=field_t,
+        echo_time_ms=float(ds_str(contrast.te)),
+        repetition_time_ms=float(ds_str(contrast.tr)),
+        pixel_spacing_mm=(
+            float(ds_str(truth.grid.pixel_spacing[0])),
+            float(ds_str(truth.grid.pixel_spacing[1])),
+        ),
+        rows=truth.grid.rows,
+        columns=truth.grid.columns,
+    )
     return PhantomVolume(
         image=stack.pixels.astype(np.float32),
         liver_mask=truth.mask,
@@ -275,4 +297,5 @@ def phantom_axial_t2(
         cirrhotic=cirrhotic,
         liver_volume_ml=truth.volume_ml,
         fat_suppressed=fat_suppressed,
+        acquisition=acquisition,
     )

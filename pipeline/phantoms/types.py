@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.input_distribution import AcquisitionValues
+
 Vendor = Literal["siemens", "ge", "philips"]
 VENDORS: tuple[Vendor, ...] = ("siemens", "ge", "philips")
 
@@ -103,3 +105,4 @@ class PhantomVolume:
     cirrhotic: bool
     liver_volume_ml: float = 0.0
     fat_suppressed: bool = False
+    acquisition: AcquisitionValues | None = None  # what its DICOM headers would say

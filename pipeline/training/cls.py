@@ -16,7 +16,7 @@ from pipeline.inference import autocast
 from pipeline.networks import RESNET50, build_network
 from pipeline.preprocess import classification_unit_image, normalise_channels, resize
 from pipeline.training.augment import random_affine, random_intensity
-from pipeline.training.data import ClsCase, DataError
+from pipeline.training.data import ClsCase, DataError, training_distribution
 from pipeline.training.evaluate import evaluate_classification
 from pipeline.training.loop import (
     RESEARCH_USE,
@@ -181,6 +181,7 @@ def train_classification(
         best = history[best_epoch - 1]
         metrics.update(val_loss=best["val_loss"], val_accuracy=best["val_accuracy"])
     fields = _manifest_fields(config, options, precision, data_description, len(cases))
+    fields["training_distribution"] = training_distribution([by_id[c] for c in split.train])
     fields["training"].update(
         split=split.model_dump(), epochs=epochs_done, best_epoch=best_epoch, metrics=metrics
     )

@@ -16,10 +16,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.bundle import Split
+from pipeline.input_distribution import AcquisitionValues
 from pipeline.training.data import ClsCase, DataError, natural_key
 from pipeline.training.split import split_cases
 
@@ -239,6 +241,35 @@ def _check_known(folder: Path, path: Path, rows: list[dict[str, str]]) -> None:
         )
 
 
+def _slice_acquisition(data: Any, shape: tuple[int, ...]) -> AcquisitionValues:
+    """What a slice file says of its series' acquisition, for the bundle's training
+    distribution: matrix, ``pixel_spacing``, and the header values (``manufacturer``,
+    ``field_strength_t``, ``echo_time_ms``, ``repetition_time_ms``) where the file has them."""
+
+    def number(key: str) -> float | None:
+        if key not in data.files:
+            return None
+        value = np.asarray(data[key]).ravel()
+        return float(value[0]) if value.size and np.isfinite(value[0]) else None
+
+    spacing = (
+        np.asarray(data["pixel_spacing"], dtype=float).ravel()
+        if ("pixel_spacing" in data.files)
+        else np.zeros(0)
+    )
+    maker = str(np.asarray(data["manufacturer"])) if "manufacturer" in data.files else ""
+    return AcquisitionValues(
+        source="dicom",
+        manufacturer=maker.strip() or None,
+        field_strength_t=number("field_strength_t"),
+        echo_time_ms=number("echo_time_ms"),
+        repetition_time_ms=number("repetition_time_ms"),
+        pixel_spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing.size == 2 else None,
+        rows=int(shape[0]),
+        columns=int(shape[1]),
+    )
+
+
 def _cohort_case(folder: Path, row: dict[str, str], readers: list[str]) -> CohortCase:
     uid = row["study_uid"]
     file = folder / STUDIES_DIR / uid / SLICE_FILE
@@ -246,6 +277,7 @@ def _cohort_case(folder: Path, row: dict[str, str], readers: list[str]) -> Cohor
         with np.load(file) as data:
             image = np.asarray(data["image"], dtype=np.float32)
             mask = np.asarray(data["mask"]) != 0
+            acquisition = _slice_acquisition(data, image.shape)
     except (OSError, KeyError, ValueError) as err:
         raise DataError(
             "cohort_unreadable", f"{file}: not a slice file with image and mask ({err})"
@@ -266,7 +298,7 @@ def _cohort_case(folder: Path, row: dict[str, str], readers: list[str]) -> Cohor
         if row.get(READER_PREFIX + name, "") in ("0", "1")
     }
     return CohortCase(
-        case=ClsCase(uid, image, mask, int(row["label"])),
+        case=ClsCase(uid, image, mask, int(row["label"]), acquisition),
         accession=row["accession"],
         patient_key=row["patient_key"],
         readers=reads,

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import PipelineError
+from pipeline.input_distribution import AcquisitionValues, distribution_of
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class SegCase:
     mask: BoolArray  # (slices, rows, columns), True = liver
     pixel_spacing: tuple[float, float]  # (between rows, between columns), mm
     slice_spacing: float
+    acquisition: AcquisitionValues | None = None  # header values, for the training distribution
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +57,7 @@ class ClsCase:
     image: FloatArray  # (rows, columns)
     mask: BoolArray  # (rows, columns)
     label: int
+    acquisition: AcquisitionValues | None = None  # header values, for the training distribution
 
 
 def natural_key(text: str) -> tuple[object, ...]:
@@ -98,6 +101,14 @@ def read_nifti(path: Path) -> tuple[npt.NDArray[np.float64], tuple[float, float]
 def read_dicom_series(folder: Path) -> tuple[FloatArray, tuple[float, float], float]:
     """Read the one DICOM series in ``folder``, sorted along the slice normal (inferior first
     for an axial series), rescaled to stored-value units."""
+    stack, spacing, slice_spacing, _ = read_dicom_series_values(folder)
+    return stack, spacing, slice_spacing
+
+
+def read_dicom_series_values(
+    folder: Path,
+) -> tuple[FloatArray, tuple[float, float], float, AcquisitionValues]:
+    """:func:`read_dicom_series` and the acquisition values of the series' first header."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -131,7 +142,22 @@ def read_dicom_series(folder: Path) -> tuple[FloatArray, tuple[float, float], fl
         float(np.median(gaps)) if gaps.size else float(getattr(slices[0], "SliceThickness", 1))
     )
     spacing = tuple(float(v) for v in slices[0].PixelSpacing)
-    return stack, (spacing[0], spacing[1]), slice_spacing
+    values = AcquisitionValues.from_dataset(slices[0])
+    return stack, (spacing[0], spacing[1]), slice_spacing, values
+
+
+def nifti_values(shape: tuple[int, ...], spacing: tuple[float, float]) -> AcquisitionValues:
+    """What a NIfTI image says of its acquisition: pixel spacing and matrix only."""
+    return AcquisitionValues(
+        source="nifti", pixel_spacing_mm=spacing, rows=int(shape[-2]), columns=int(shape[-1])
+    )
+
+
+def training_distribution(cases: Sequence[SegCase | ClsCase]) -> dict[str, Any] | None:
+    """The manifest's ``training_distribution`` of the training cases (None when no case
+    carries acquisition values)."""
+    found = distribution_of(c.acquisition for c in cases)
+    return None if found is None else found.model_dump(mode="json")
 
 
 def _nifti_files(folder: Path) -> dict[tuple[str, str], Path]:
@@ -191,14 +217,15 @@ def _seg_case(folder: Path, files: dict[tuple[str, str], Path], cid: str, liver:
             raise DataError("data_missing", f"{folder}: image_{cid} has no label_{cid}.nii.gz")
         pixels, spacing, slice_spacing = read_nifti(files[("image", cid)])
         labels, _, _ = read_nifti(label_file)
+        values = nifti_values(pixels.shape, spacing)
     else:
-        pixels_f, spacing, slice_spacing = read_dicom_series(folder / cid)
+        pixels_f, spacing, slice_spacing, values = read_dicom_series_values(folder / cid)
         pixels = pixels_f.astype(np.float64)
         labels = np.load(folder / f"label_{cid}.npy")
     if labels.shape != pixels.shape:
         raise DataError("data_layout", f"case {cid}: label {labels.shape} != image {pixels.shape}")
     mask = np.rint(labels) == liver
-    return SegCase(cid, pixels.astype(np.float32), mask, spacing, slice_spacing)
+    return SegCase(cid, pixels.astype(np.float32), mask, spacing, slice_spacing, values)
 
 
 def caudate_fallback_index(
@@ -273,12 +300,13 @@ def _cls_case(
         if mask_file is None:
             raise DataError("data_missing", f"{folder}: image_{cid} has no mask_{cid}.nii.gz")
         pixels, spacing, slice_spacing = read_nifti(files[("image", cid)])
+        values = nifti_values(pixels.shape, spacing)
         raw_mask, _, _ = read_nifti(mask_file)
         mask = (raw_mask == 1) if mask_file.name.startswith("label_") else raw_mask != 0
         if index is not None:
             index = _stored_to_sorted_index(files[("image", cid)], index, pixels.shape[0])
     elif (folder / cid).is_dir() and (folder / f"mask_{cid}.npy").is_file():
-        pixels_f, spacing, slice_spacing = read_dicom_series(folder / cid)
+        pixels_f, spacing, slice_spacing, values = read_dicom_series_values(folder / cid)
         pixels = pixels_f.astype(np.float64)
         mask = np.load(folder / f"mask_{cid}.npy") != 0
         mask = mask.reshape(pixels.shape) if mask.size == pixels.size else mask
@@ -299,7 +327,8 @@ def _cls_case(
         raise DataError(
             "data_layout", f"case {cid}: slice {index} outside 0..{pixels.shape[0] - 1}"
         )
-    return ClsCase(cid, pixels[index].astype(np.float32), mask[index].astype(bool), label)
+    image = pixels[index].astype(np.float32)
+    return ClsCase(cid, image, mask[index].astype(bool), label, values)
 
 
 def _stored_to_sorted_index(path: Path, index: int, n: int) -> int:

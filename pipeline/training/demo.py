@@ -99,6 +99,7 @@ def segmentation_phantoms(
                 mask=mask,
                 pixel_spacing=vol.pixel_spacing,
                 slice_spacing=vol.slice_spacing,
+                acquisition=vol.acquisition,
             )
         )
     return cases
@@ -148,7 +149,7 @@ def classification_phantoms(
             k = k0 + d
             if 0 <= k < image.shape[0] and mask[k].any():
                 cid = f"phantom-{s}" if d == 0 else f"phantom-{s}{d:+d}"
-                cases.append(ClsCase(cid, image[k], mask[k], int(s % 2)))
+                cases.append(ClsCase(cid, image[k], mask[k], int(s % 2), vol.acquisition))
         out[s] = cases
     return out
 

@@ -16,7 +16,7 @@ from pipeline.inference import autocast
 from pipeline.networks import UNET_RESNET34, build_network, encoder_module
 from pipeline.preprocess import normalise_channels, resize, scale_to_unit, with_context
 from pipeline.training.augment import random_affine, random_bias_field, random_intensity
-from pipeline.training.data import SegCase
+from pipeline.training.data import SegCase, training_distribution
 from pipeline.training.evaluate import evaluate_segmentation
 from pipeline.training.loop import (
     RESEARCH_USE,
@@ -212,6 +212,7 @@ def train_segmentation(
     if val_cases:
         metrics["val_mean_dice"] = best_score
     fields = _manifest_fields(config, precision, data_description, len(cases), split.model_dump())
+    fields["training_distribution"] = training_distribution(train_cases)
     fields["training"].update(
         epochs=epochs_done,
         best_epoch=best_epoch,

@@ -37,6 +37,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/jobs"): Role.VIEWER,
     ("GET", "/api/jobs/{job_id}"): Role.VIEWER,
     ("GET", "/api/jobs/{job_id}/preview.png"): Role.VIEWER,
+    ("GET", "/api/jobs/{job_id}/heatmap.png"): Role.VIEWER,
     ("POST", "/api/jobs/{job_id}/retry"): Role.ADMIN,
     ("POST", "/api/jobs/{job_id}/cancel"): Role.ADMIN,
     ("GET", "/api/studies"): Role.VIEWER,

@@ -39,6 +39,7 @@ class TruthSegmentation:
         self.network = network
         self.masks = masks
         self.info = network.info
+        self.manifest = network.manifest
 
     def predict(self, volume: Any) -> Any:
         from pipeline.results import LiverSegmentation

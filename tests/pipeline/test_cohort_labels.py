@@ -48,6 +48,12 @@ def test_the_exported_package_reads_as_labelled_slices(
     with np.load(folder / "studies" / first.study_uid / "slice.npz") as data:
         assert np.array_equal(first.case.image, data["image"])
         assert np.array_equal(first.case.mask, data["mask"] != 0)
+        spacing = tuple(float(v) for v in data["pixel_spacing"])
+    # spacing and matrix go into the bundle's training distribution (input drift)
+    assert first.case.acquisition is not None
+    assert first.case.acquisition.pixel_spacing_mm == spacing
+    assert (first.case.acquisition.rows, first.case.acquisition.columns) == first.case.image.shape
+    assert first.case.acquisition.manufacturer is None  # the package keeps no header values
     # bob did not read study 4: no read rather than a wrong one
     assert "bob" not in cohort.cases[4].readers
     assert cohort.cases[4].readers["alice"] == studies[4].label
