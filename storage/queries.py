@@ -18,6 +18,7 @@ from storage.jobs import add_event
 from storage.models import (
     Association,
     AssociationStatus,
+    CohortStudy,
     EventKind,
     IngestProtocol,
     Instance,
@@ -318,11 +319,18 @@ def studies_ready(
         & ~open_assoc
         & or_(latest_assoc.is_(None), latest_assoc == AssociationStatus.RELEASED)
     )
+    # a cohort's studies are retrieved for research and never become jobs (nothing sent)
+    in_cohort = (
+        select(CohortStudy.id)
+        .where(CohortStudy.study_instance_uid == Study.study_instance_uid)
+        .exists()
+    )
     watched_long_enough = watching_since is None or watching_since <= stable_before
     rules = [quiet, Study.last_received_at <= stable_before] if watched_long_enough else [quiet]
     return session.scalars(
         select(Study.id)
         .where(Study.status == StudyStatus.RECEIVING)
+        .where(~in_cohort)
         .where(or_(*rules))
         .order_by(Study.last_received_at)
     ).all()

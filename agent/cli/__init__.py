@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "agent.cli.chaos",
     "agent.cli.feedback",
     "agent.cli.monitoring",
+    "agent.cli.cohort",
 )
 
 for _name in _COMMAND_MODULES:
