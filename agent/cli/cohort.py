@@ -13,7 +13,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.cli._common import ConfigOption, JsonOption, console, fail, print_json, settings_or_exit
+from agent.cli._common import (
+    ConfigOption,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    print_json,
+    settings_or_exit,
+)
 from agent.context import AgentContext, open_context
 from agent.errors import AgentError
 from agent.logs import configure_logging
@@ -69,7 +77,7 @@ def _progress() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=err_console,  # stdout stays for results (and --json)
         transient=False,
     )
 
