@@ -96,7 +96,9 @@ class DimseRetriever:
             ):
                 if not status:
                     raise RetrieveError(
-                        "query_failed", f"source {self.name}: C-FIND got no answer (timeout)"
+                        "query_failed",
+                        f"source {self.name}: C-FIND got no answer (timeout, or the source "
+                        f"aborted: does it know the AE title {self.calling_ae}?)",
                     )
                 code = int(status.Status)
                 if code in _PENDING and answer is not None:
@@ -211,7 +213,9 @@ class DimseRetriever:
             ):
                 if not status:
                     raise RetrieveError(
-                        "retrieve_failed", f"source {self.name}: C-GET got no answer (timeout)"
+                        "retrieve_failed",
+                        f"source {self.name}: C-GET got no answer (timeout, or the source "
+                        f"aborted: does it allow C-GET from {self.calling_ae}?)",
                     )
                 last = (int(status.Status), status)
         if errors:
@@ -236,6 +240,24 @@ class DimseRetriever:
         warning = _int(status, "NumberOfWarningSuboperations") or 0
         if code in (0x0000, 0xB000) or (code & 0xF000) == 0xB000:
             return Retrieved(completed, failed, warning)
+        if (
+            what == "C-MOVE"
+            and completed + failed + warning == 0
+            and (code & 0xF000)
+            in (
+                0xA000,
+                0xC000,
+            )
+        ):
+            # refused before any sub-operation: a PACS that does not know the destination
+            # answers 0xA801, some (Orthanc) a plain 0xC000
+            raise RetrieveError(
+                "move_destination_refused",
+                f"source {self.name} refused the C-MOVE to {self.move_destination!r} before "
+                f"sending anything (status 0x{code:04X}{_comment(status)}): most often the "
+                "source does not know this AE title as a move destination; declare the "
+                "agent's AE title, host and port in the PACS, or use retrieve: get",
+            )
         if code == 0xFE00:
             raise RetrieveError("retrieve_cancelled", f"source {self.name}: {what} was cancelled")
         raise RetrieveError(

@@ -193,9 +193,8 @@ def test_pull_over_cget_by_date_resumes(
     bundles: tuple[Path, Path],
 ) -> None:
     orthanc, studies, masks = archive
-    agent = cohort_agent(
-        tmp_path / "agent", masks, bundles, orthanc, retrieve="get", register_modality=False
-    )
+    # Orthanc answers C-FIND and C-GET only from the modalities it knows
+    agent = cohort_agent(tmp_path / "agent", masks, bundles, orthanc, retrieve="get")
     pulled = agent.cli("cohort", "pull", "bydate", "--from", "1990-01-01", "--to", "2100-12-31")
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert "6 studies to pull" in pulled.stdout
@@ -249,7 +248,6 @@ def test_move_destination_refused(
         bundles,
         orthanc,
         retrieve="move",
-        register_modality=False,
         move_destination="NOTDECLARED",
     )
     csv_file = write_csv(tmp_path / "one.csv", "accession", [_accession(studies[0])])
