@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "agent.cli.feedback",
     "agent.cli.monitoring",
     "agent.cli.cohort",
+    "agent.cli.request",
 )
 
 for _name in _COMMAND_MODULES:

@@ -25,16 +25,14 @@ from typing import Any
 from agent.context import AgentContext
 from agent.errors import AgentError, IngestError, RetrieveError
 from agent.retrieve import Retriever, StudyQuery
-from agent.settings import RetrieveMethod, Source
+from agent.retrieve.fetch import StudyFetcher
+from agent.settings import Source
 from pipeline.selection import load_rules
-from pipeline.selection.prefilter import candidate_series
 from storage import cohorts as store
 from storage.models import (
-    AssociationStatus,
     Cohort,
     CohortStudy,
     CohortStudyStatus,
-    IngestProtocol,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,8 +105,10 @@ class CohortPuller:
         self.ctx = ctx
         self.source = source
         self.retriever = retriever
-        self.rules = load_rules(ctx.settings.pipeline.selection_rules)
         self.stop = threading.Event()
+        self.fetcher = StudyFetcher(
+            ctx, source, retriever, load_rules(ctx.settings.pipeline.selection_rules), self.stop
+        )
 
     # what to pull -----------------------------------------------------------------------------
 
@@ -232,110 +232,15 @@ class CohortPuller:
     def _resolve(self, row_id: int, requested: str) -> str:
         """The Study Instance UID of the request, confirmed on the source and recorded before
         any instance arrives (so that no job is made of it)."""
-        kind, _, value = requested.partition(":")
-        if kind == "accession":
-            matches = self.retriever.find_studies(StudyQuery(accession_number=value, modality=None))
-            if not matches:
-                raise RetrieveError(
-                    "accession_not_found",
-                    f"source {self.source.name} has no study with accession number {value}",
-                )
-            uids = sorted({m.study_instance_uid for m in matches})
-            if len(uids) > 1:
-                raise RetrieveError(
-                    "accession_ambiguous",
-                    f"accession number {value} matches {len(uids)} studies on source "
-                    f"{self.source.name}: list their study UIDs instead ({', '.join(uids)})",
-                )
-            uid = uids[0]
-            found: str | None = value
-        else:
-            matches = self.retriever.find_studies(
-                StudyQuery(study_instance_uid=value, modality=None)
-            )
-            if not matches:
-                raise RetrieveError(
-                    "study_not_found",
-                    f"source {self.source.name} has no study with Study Instance UID {value}",
-                )
-            uid, found = value, matches[0].accession_number
+        uid, accession = self.fetcher.resolve(requested)
         with self.ctx.sessions.begin() as session:
             row = session.get_one(CohortStudy, row_id)
             row.study_instance_uid = uid
-            row.accession_number = found
+            row.accession_number = accession
         return uid
 
     def _retrieve(self, study_uid: str) -> tuple[int, int]:
-        """Fetch the candidate series not yet in the spool; return (series, instances held)."""
-        series = self.retriever.find_series(study_uid)
-        wanted, decisions = candidate_series(series, self.rules)
-        if not wanted:
-            why = "; ".join(
-                f"{d.series.description or d.series.series_instance_uid}: {d.reason}"
-                for d in decisions
-            )
-            raise RetrieveError(
-                "no_candidate_series",
-                f"none of the study's {len(series)} series can be the axial T2 series"
-                + (f" ({why})" if why else ""),
-            )
-        with self.ctx.sessions() as session:
-            held = store.stored_series(session, study_uid)
-        missing = [
-            s.series_instance_uid
-            for s in wanted
-            if s.instances is None or held.get(s.series_instance_uid, 0) < s.instances
-        ]
-        if missing and not self.stop.is_set():
-            self._fetch(study_uid, missing)
-        with self.ctx.sessions() as session:
-            held = store.stored_series(session, study_uid)
-        short = [s for s in wanted if held.get(s.series_instance_uid, 0) < (s.instances or 1)]
-        if short:
-            detail = ", ".join(
-                f"{s.description or s.series_instance_uid} "
-                f"{held.get(s.series_instance_uid, 0)}/{s.instances or '?'}"
-                for s in short
-            )
-            raise RetrieveError(
-                "retrieve_incomplete",
-                f"the source did not deliver every instance asked for ({detail})",
-            )
-        return len(wanted), sum(held.get(s.series_instance_uid, 0) for s in wanted)
-
-    def _fetch(self, study_uid: str, series_uids: list[str]) -> None:
-        if self.source.retrieve is RetrieveMethod.MOVE:
-            self.retriever.retrieve(study_uid, series_uids, _no_sink)
-            return
-        ingestor = self.ctx.ingestor
-        protocol = (
-            IngestProtocol.WADO
-            if self.source.retrieve is RetrieveMethod.WADO
-            else IngestProtocol.DIMSE
-        )
-        calling = self.source.ae_title or self.source.name[:16]
-        association_id = ingestor.begin(
-            calling_ae=calling,
-            called_ae=self.ctx.settings.dicom.ae_title,
-            peer_host=self.source.host or self.source.base_url or "",
-            protocol=protocol,
-        )
-        status = AssociationStatus.ABORTED
-        try:
-
-            def sink(part10: bytes) -> None:
-                ingestor.store(
-                    part10, association_id=association_id, source_ae=calling, protocol=protocol
-                )
-
-            self.retriever.retrieve(study_uid, series_uids, sink)
-            status = AssociationStatus.RELEASED
-        finally:
-            ingestor.end(association_id, status)
-
-
-def _no_sink(_part10: bytes) -> None:  # C-MOVE results reach the SCP, not the SCU
-    raise RetrieveError("unexpected_instance", "C-MOVE does not bring instances to the SCU")
+        return self.fetcher.fetch(study_uid)
 
 
 def summarise(outcomes: Iterable[Outcome]) -> dict[str, int]:
