@@ -21,9 +21,16 @@ VENDORS = ("siemens", "ge", "philips")
 
 
 def archive_phantoms(
-    folder: Path, masks: Path, count: int, *, seed0: int = 100, no_t2: int = 1
+    folder: Path,
+    masks: Path,
+    count: int,
+    *,
+    seed0: int = 100,
+    no_t2: int = 1,
+    matrix: int = 64,
 ) -> list[PhantomStudy]:
-    """``count`` small phantom studies (24 axial T2 slices of 64 x 64, a localizer and a DWI),
+    """``count`` small phantom studies (24 axial T2 slices of ``matrix`` squared, a localizer
+    and a DWI),
     cirrhotic and normal alternating over three vendors; the last ``no_t2`` have a coronal T2
     and no axial T2. The true liver masks go to ``masks`` for the truth agent."""
     studies = []
@@ -37,7 +44,7 @@ def archive_phantoms(
             seed=seed0 + i,
             roles=roles,
             axial_t2_slices=24,
-            matrix=64,
+            matrix=matrix,
         )
         if study.target_series_uid is not None and study.liver_mask is not None:
             save_mask(masks, study.target_series_uid, study.liver_mask)
