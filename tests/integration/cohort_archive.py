@@ -82,23 +82,30 @@ class CohortAgent:
         self.config_path.write_text(yaml.safe_dump(self.config))
         return self
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """``liver-agent ARGS --config FILE`` with the phantoms' true liver masks."""
+    def command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of ``liver-agent ARGS --config FILE`` with the
+        phantoms' true liver masks."""
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             MASKS_ENV: str(self.masks),
             "OMP_WAIT_POLICY": "PASSIVE",
         }
+        command = [
+            sys.executable,
+            "-m",
+            "tests.integration.truth_agent",
+            *args,
+            "--config",
+            str(self.config_path),
+        ]
+        return command, env
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run ``liver-agent ARGS --config FILE`` (:meth:`command`) to its end."""
+        command, env = self.command(*args)
         return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.integration.truth_agent",
-                *args,
-                "--config",
-                str(self.config_path),
-            ],
+            command,
             cwd=self.workdir,
             capture_output=True,
             text=True,
@@ -126,7 +133,8 @@ def cohort_agent(
     else:
         pacs = {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
     pacs["name"] = "pacs"
-    pacs.update(retrieve=retrieve, max_concurrent_studies=2, timeout_seconds=30, **source)
+    pacs.update({"retrieve": retrieve, "max_concurrent_studies": 2, "timeout_seconds": 30})
+    pacs.update(source)
     model = {"segmentation": str(bundles[0]), "classification": str(bundles[1]), "device": "cpu"}
     config = agent_config(
         port,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from pipeline.phantoms import PhantomStudy
 from tests.bundles import write_test_bundles
 from tests.integration.cohort_archive import archive_phantoms, cohort_agent, upload
 from tests.integration.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.integration.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -257,3 +260,56 @@ def test_move_destination_refused(
     assert row["status"] == "failed"
     assert row["reason_code"] == "move_destination_refused", row
     assert "NOTDECLARED" in row["reason"]
+
+
+def _retrieved(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            found = conn.execute(
+                "select count(*) from cohort_studies where status = 'retrieved'"
+            ).fetchone()
+    except sqlite3.Error:  # not created yet
+        return 0
+    return int(found[0])
+
+
+def test_ctrl_c_keeps_what_was_retrieved_and_a_rerun_resumes(
+    tmp_path: Path,
+    archive: tuple[OrthancProcess, list[PhantomStudy], Path],
+    bundles: tuple[Path, Path],
+) -> None:
+    orthanc, studies, masks = archive
+    agent = cohort_agent(
+        tmp_path / "agent", masks, bundles, orthanc, retrieve="get", max_concurrent_studies=1
+    )
+    csv_file = write_csv(tmp_path / "all.csv", "accession", [_accession(s) for s in studies])
+    command, env = agent.command("cohort", "pull", "ctrlc", "--csv", str(csv_file))
+    proc = subprocess.Popen(
+        command, cwd=agent.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until(lambda: _retrieved(agent.db_path) >= 1, 120, "the first retrieved study")
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode == 0:
+        pytest.skip("the pull finished before the interrupt arrived")
+    assert proc.returncode == 130, stdout
+    assert b"re-run" in stdout or b"again to resume" in stdout
+    before = cohort_status(agent, "ctrlc")
+    done = [r for r in before.values() if r["status"] == "retrieved"]
+    assert done
+    assert {r["status"] for r in before.values()} <= {"retrieved", "pending"}
+    left = len(studies) - len(done)
+    for row in done:  # what was acknowledged is complete and stays
+        study = next(s for s in studies if s.study_instance_uid == row["study_instance_uid"])
+        role = "ax_t2" if study.target_series_uid else "cor_t2"
+        assert row["instances"] == len(study.series_by_role(role).files)
+
+    again = agent.cli("cohort", "pull", "ctrlc", "--csv", str(csv_file))
+    assert again.returncode == 0, again.stderr
+    assert f"{left} studies to pull" in again.stdout
+    after = cohort_status(agent, "ctrlc")
+    assert all(r["status"] == "retrieved" for r in after.values()), after
