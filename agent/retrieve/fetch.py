@@ -10,6 +10,7 @@ import threading
 
 from agent.context import AgentContext
 from agent.errors import RetrieveError
+from agent.masking import mask_url_password
 from agent.retrieve.base import Retriever, StudyQuery
 from agent.settings import RetrieveMethod, Source
 from pipeline.selection.prefilter import candidate_series
@@ -150,7 +151,7 @@ class StudyFetcher:
         association_id = ingestor.begin(
             calling_ae=calling,
             called_ae=self.ctx.settings.dicom.ae_title,
-            peer_host=(self.source.host or self.source.base_url or "")[:64],
+            peer_host=(self.source.host or mask_url_password(self.source.base_url or ""))[:64],
             protocol=protocol,
         )
         status = AssociationStatus.ABORTED
