@@ -4,6 +4,7 @@ running agent processes like a pushed one and delivers back to Orthanc."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,46 @@ def test_requests_retrieve_and_process_like_pushed_studies(tmp_path: Path) -> No
             job = agent.finished_job(by_cli.study_instance_uid, 120)
             assert job["status"] == "done", job
             wait_for_results(orthanc, by_cli.study_instance_uid, {"SEG", "SR"}, 60)
+
+
+def test_a_cohort_pulled_into_a_running_agent_makes_no_job(tmp_path: Path) -> None:
+    """C-MOVE results land on the running serve's SCP (the pull sees it answer and starts no
+    SCP of its own); the study is stored but never becomes a job, so nothing goes back."""
+    if missing := orthanc_missing():
+        pytest.fail(missing)
+    masks = tmp_path / "masks"
+    bundles = write_test_bundles(tmp_path / "bundles")
+    study = truth_phantom(tmp_path / "a", masks, seed=43, roles=("ax_t2",))
+    other = truth_phantom(tmp_path / "b", masks, seed=44, roles=("ax_t2",), cirrhotic=False)
+    with running_orthanc(tmp_path / "orthanc") as orthanc:
+        orthanc.upload(files_of(study))
+        orthanc.upload(files_of(other))
+        node = {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+        destination = {"name": "orthanc", **node, "route": "always"}
+        with running_truth_agent(
+            tmp_path / "agent",
+            masks,
+            bundles,
+            destinations=[destination],
+            sources=[{"name": "pacs", **node, "retrieve": "move"}],
+        ) as agent:
+            orthanc.add_modality("liveragent", Modality(agent.ae_title, agent.port))
+            csv_file = tmp_path / "uids.csv"
+            csv_file.write_text(f"study_uid\n{study.study_instance_uid}\n")
+            pulled = agent.cli("cohort", "pull", "quiet", "--csv", str(csv_file))
+            assert "1 retrieved" in pulled.stdout, pulled.stdout + pulled.stderr
+            status = agent.cli("cohort", "status", "quiet", "--json")
+            (row,) = json.loads(status.stdout)["studies"]
+            assert row["instances"] == len(study.series_by_role("ax_t2").files)
+            # a study requested after it completes and is processed: the completion rule ran
+            # over the cohort study all that time
+            answer = requests.post(
+                f"http://127.0.0.1:{agent.http_port}/api/requests",
+                json={"study": other.study_instance_uid},
+                headers={"Authorization": f"Bearer {agent.token}"},
+                timeout=120,
+            )
+            assert answer.status_code == 202, answer.text
+            assert agent.finished_job(other.study_instance_uid, 120)["status"] == "done"
+            assert agent.api("/api/jobs", study_instance_uid=study.study_instance_uid)["jobs"] == []
+            assert orthanc.agent_results(orthanc.study_id(study.study_instance_uid) or "") == {}
