@@ -198,6 +198,10 @@ def pull(
 def run(
     name: NameArgument,
     again: Annotated[bool, typer.Option("--again", help="also re-run processed studies")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="studies at a time (default: worker.threads, at least 1)"),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -217,7 +221,12 @@ def run(
     with _progress() as progress:
         task = progress.add_task("processing", total=None)
         done = process_cohort(
-            ctx, cohort, models, again=again, on_done=lambda _p: progress.advance(task)
+            ctx,
+            cohort,
+            models,
+            again=again,
+            workers=workers or max(1, ctx.settings.worker.threads),
+            on_done=lambda _p: progress.advance(task),
         )
         progress.update(task, total=len(done))
     if as_json:

@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,10 +79,12 @@ def process_cohort(
     models: Models,
     *,
     again: bool = False,
+    workers: int = 1,
     on_done: Callable[[Processed], None] | None = None,
 ) -> list[Processed]:
     """Run the pipeline on the cohort's retrieved studies (and, with ``again``, on those
-    processed before); each row ends ``processed``, ``not_evaluated`` or ``error``."""
+    processed before), ``workers`` studies at a time (threads sharing the loaded networks, as
+    the agent's workers do); each row ends ``processed``, ``not_evaluated`` or ``error``."""
     statuses = TO_PROCESS + (PROCESSED if again else [])
     with ctx.sessions() as session:
         rows = [
@@ -91,12 +94,17 @@ def process_cohort(
         ]
     salt = patient_key_salt(ctx.settings)
     out = []
-    for row_id, uid in rows:
-        assert uid is not None
-        done = _process_one(ctx, cohort.name, row_id, uid, models, salt)
-        out.append(done)
-        if on_done is not None:
-            on_done(done)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cohort-run") as pool:
+        futures = [
+            pool.submit(_process_one, ctx, cohort.name, row_id, uid, models, salt)
+            for row_id, uid in rows
+            if uid is not None
+        ]
+        for future in as_completed(futures):
+            done = future.result()
+            out.append(done)
+            if on_done is not None:
+                on_done(done)
     return out
 
 

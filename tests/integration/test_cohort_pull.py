@@ -234,7 +234,7 @@ def test_pull_over_wado_by_study_uid(
         row = status[f"study:{study.study_instance_uid}"]
         assert row["status"] == "retrieved", row
         assert row["instances"] == len(study.series_by_role("ax_t2").files)
-    ran = agent.cli("cohort", "run", "web", "--json")
+    ran = agent.cli("cohort", "run", "web", "--json", "--workers", "2")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert [d["status"] for d in json.loads(ran.stdout)] == ["processed", "processed"]
 
