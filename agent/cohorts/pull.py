@@ -25,7 +25,7 @@ from typing import Any
 from agent.context import AgentContext
 from agent.errors import AgentError, IngestError, RetrieveError
 from agent.retrieve import Retriever, StudyQuery
-from agent.retrieve.fetch import StudyFetcher
+from agent.retrieve.fetch import INTERRUPTED, StudyFetcher
 from agent.settings import Source
 from pipeline.selection import load_rules
 from storage import cohorts as store
@@ -199,11 +199,11 @@ class CohortPuller:
             uid = self._resolve(row_id, requested)
             fetched, instances = self._retrieve(uid)
         except RetrieveError as err:
+            if err.code == INTERRUPTED:  # stays pending: the next run pulls it
+                return Outcome(requested, CohortStudyStatus.PENDING, err.code, err.message)
             return self._finish(row_id, requested, CohortStudyStatus.FAILED, err.code, err.message)
         except IngestError as err:
             return self._finish(row_id, requested, CohortStudyStatus.FAILED, err.code, err.message)
-        if self.stop.is_set() and instances == 0:
-            return Outcome(requested, CohortStudyStatus.PENDING, "interrupted", "stopped")
         return self._finish(
             row_id,
             requested,

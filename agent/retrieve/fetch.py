@@ -20,6 +20,9 @@ from storage.models import AssociationStatus, IngestProtocol
 
 logger = logging.getLogger(__name__)
 
+#: code of the RetrieveError raised when a stop was asked for before a retrieval began
+INTERRUPTED = "interrupted"
+
 
 def parse_requested(text: str) -> str:
     """``accession:X`` / ``study:UID`` for a value a user typed: a UID has digits and dots only
@@ -113,12 +116,14 @@ class StudyFetcher:
             for s in wanted
             if s.instances is None or held.get(s.series_instance_uid, 0) < s.instances
         ]
-        if missing and not self.stop.is_set():
+        if missing:
+            if self.stop.is_set():
+                raise RetrieveError(INTERRUPTED, "stopped before the retrieval began")
             self._retrieve(study_uid, missing)
         with self.ctx.sessions() as session:
             held = store.stored_series(session, study_uid)
         short = [s for s in wanted if held.get(s.series_instance_uid, 0) < (s.instances or 1)]
-        if short and not self.stop.is_set():
+        if short:
             detail = ", ".join(
                 f"{s.description or s.series_instance_uid} "
                 f"{held.get(s.series_instance_uid, 0)}/{s.instances or '?'}"
