@@ -20,6 +20,7 @@ from agent.settings import Source, load_settings
 from pipeline.selection import load_rules
 from pipeline.selection.prefilter import SeriesSummary, candidate_series
 from storage import cohorts as store
+from storage import queries
 from storage.models import AssociationStatus, Job, Study, utcnow
 from tests.agent.http_data import mr_series, part10, settings_for
 
@@ -115,6 +116,10 @@ def test_a_cohort_study_never_becomes_a_job(ctx: AgentContext) -> None:
         ctx.ingestor.end(association, AssociationStatus.RELEASED)
     with ctx.sessions.begin() as session:
         session.execute(update(Study).values(last_received_at=utcnow() - dt.timedelta(seconds=600)))
+    with ctx.sessions() as session:  # nor does T2-first start one
+        candidates = queries.receiving_studies_without_job(session)
+        assert store.study_row_id(session, cohort_uid) not in candidates
+        assert store.study_row_id(session, pushed_uid) in candidates
     created = complete_ready_studies(ctx.sessions, ctx.settings.completion, ctx.metrics)
     with ctx.sessions() as session:
         jobs = session.scalars(select(Job)).all()
