@@ -123,6 +123,27 @@ def test_pull_over_cmove_run_and_export(
     exported = agent.cli("cohort", "export", "site", str(out))
     assert exported.returncode == 0, exported.stdout + exported.stderr
     check_package(out, studies)
+    check_trainer_reads_it(out, studies)
+
+
+def check_trainer_reads_it(out: Path, studies: list[PhantomStudy]) -> None:
+    """The package, labelled from the phantoms' truth, is what ``train cls --cohort`` reads."""
+    from pipeline.training.cohort import read_cohort
+
+    truth = {s.study_instance_uid: int(s.cirrhotic) for s in studies}
+    with (out / "labels.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with (out / "labelled.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*LABEL_HEADER, "reader_a"])
+        writer.writeheader()
+        for row in rows:
+            label = str(truth[row["study_uid"]])
+            writer.writerow({**row, "label": label, "reader_a": label})
+    cohort = read_cohort(out, Path("labelled.csv"))
+    assert {c.case.case_id: c.case.label for c in cohort.cases} == {
+        r["study_uid"]: truth[r["study_uid"]] for r in rows
+    }
+    assert cohort.readers == ["a"]
 
 
 def _accession(study: PhantomStudy) -> str:
