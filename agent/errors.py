@@ -30,3 +30,7 @@ class ModelUnavailableError(AgentError):
 
 class HttpConfigError(AgentError):
     """The HTTP server cannot start as configured (exposure without a token, port in use)."""
+
+
+class RetrieveError(AgentError):
+    """A study could not be found or retrieved from a source (cohorts, on-demand requests)."""

@@ -442,6 +442,68 @@ class HeatmapSettings(_Group):
     enabled: bool = True
 
 
+class RetrieveMethod(StrEnum):
+    """How studies are fetched from a source: C-MOVE to the agent's own AE, C-GET on the
+    query association, or WADO-RS (PS3.18)."""
+
+    MOVE = "move"
+    GET = "get"
+    WADO = "wado"
+
+
+class Source(_Group):
+    """A PACS or archive the agent queries and retrieves studies from (cohorts, requests).
+
+    DIMSE (``kind: dimse``): C-FIND at study and series level, then C-MOVE to the agent's own
+    AE title (the source must know it as a move destination) or C-GET. DICOMweb
+    (``kind: dicomweb``): QIDO-RS, then WADO-RS.
+    """
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    kind: str = Field(default="dimse", pattern=r"^(dimse|dicomweb)$")
+    ae_title: AETitle | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    base_url: str | None = Field(default=None, description="DICOMweb root, e.g. .../dicom-web")
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    retrieve: RetrieveMethod = RetrieveMethod.MOVE
+    move_destination: AETitle | None = Field(
+        default=None,
+        description="AE title the source sends C-MOVE results to (default: dicom.ae_title)",
+    )
+    max_concurrent_studies: int = Field(default=2, ge=1, le=32)
+    timeout_seconds: float = Field(default=60.0, gt=0, description="network and DIMSE timeout")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        if self.kind == "dimse":
+            if self.ae_title is None or self.host is None or self.port is None:
+                raise ValueError(f"source {self.name}: ae_title, host and port are all needed")
+            if self.retrieve is RetrieveMethod.WADO:
+                raise ValueError(f"source {self.name}: retrieve wado needs kind dicomweb")
+        else:
+            if not self.base_url:
+                raise ValueError(f"source {self.name}: kind dicomweb needs base_url")
+            if self.retrieve is not RetrieveMethod.WADO:
+                raise ValueError(f"source {self.name}: kind dicomweb retrieves with wado")
+        if self.token and (self.username or self.password):
+            raise ValueError(f"source {self.name}: use token or username/password")
+        return self
+
+
+class CohortSettings(_Group):
+    """Site cohorts: where their processed slices are kept, and the patient key's salt."""
+
+    path: Path = Field(default=Path("var/cohorts"), description="one folder per cohort")
+    patient_key_salt: SecretStr | None = Field(
+        default=None,
+        description="salt of the patient key in exports (SHA-256 of salt + Patient ID); "
+        "default: generated once into <path>/patient-key-salt",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the agent reads at start. See ``deploy/liver-agent.example.yaml``."""
 
@@ -469,12 +531,25 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     heatmap: HeatmapSettings = Field(default_factory=HeatmapSettings)
 
+    sources: list[Source] = Field(
+        default_factory=list, description="archives to query/retrieve from (cohorts, requests)"
+    )
+    cohorts: CohortSettings = Field(default_factory=CohortSettings)
+
     @model_validator(mode="after")
     def _unique_destinations(self) -> Settings:
         names = [d.name for d in self.destinations]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"destination names must be unique: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Settings:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique: {', '.join(dupes)}")
         return self
 
     @classmethod
@@ -493,6 +568,9 @@ class Settings(BaseSettings):
 
     def destination(self, name: str) -> Destination | None:
         return next((d for d in self.destinations if d.name == name), None)
+
+    def source(self, name: str) -> Source | None:
+        return next((s for s in self.sources if s.name == name), None)
 
 
 class ConfigFileError(ValueError):
@@ -549,4 +627,7 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     for destination in data["destinations"]:
         if destination.get("stow_url"):
             destination["stow_url"] = mask_url_password(destination["stow_url"])
+    for source in data.get("sources", []):
+        if source.get("base_url"):
+            source["base_url"] = mask_url_password(source["base_url"])
     return data

@@ -108,6 +108,7 @@ class IngestProtocol(StrEnum):
 
     DIMSE = "dimse"
     STOW = "stow"
+    WADO = "wado"  # retrieved by the agent from a DICOMweb source (cohorts, requests)
 
 
 class EventKind(StrEnum):
@@ -421,3 +422,68 @@ class Feedback(Base):
     user: Mapped[str] = mapped_column(String(128), doc="token name, or 'report import'")
     source: Mapped[str] = mapped_column(String(16), doc="web, api or import")
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CohortStudyStatus(StrEnum):
+    """Where one study of a site cohort stands.
+
+    ``pending`` -> ``retrieved`` -> ``processed`` | ``not_evaluated`` | ``error``; side exit
+    ``failed`` (could not be retrieved: not found, move refused, ...; ``reason`` says why).
+    A re-run of ``cohort pull`` retries ``pending`` and ``failed`` studies only.
+    """
+
+    PENDING = "pending"
+    RETRIEVED = "retrieved"
+    FAILED = "failed"
+    PROCESSED = "processed"
+    NOT_EVALUATED = "not_evaluated"
+    ERROR = "error"
+
+
+class Cohort(Base):
+    """A named set of studies retrieved from a source for a local validation or training."""
+
+    __tablename__ = "cohorts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(64))
+    query: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="how its studies were chosen")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    studies: Mapped[list[CohortStudy]] = relationship(
+        back_populates="cohort", order_by="CohortStudy.id"
+    )
+
+
+class CohortStudy(Base):
+    """One study of a cohort: what was asked for, the study found, its status and why.
+
+    Cohort studies are never completed into jobs (no delivery to the PACS): the completion
+    rule skips a study whose Study Instance UID is in this table.
+    """
+
+    __tablename__ = "cohort_studies"
+    __table_args__ = (UniqueConstraint("cohort_id", "requested"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id"), index=True)
+    requested: Mapped[str] = mapped_column(
+        String(80), doc="what was asked for: 'accession:X' or 'study:UID'"
+    )
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    accession_number: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[CohortStudyStatus] = mapped_column(
+        StrEnumType(CohortStudyStatus), default=CohortStudyStatus.PENDING
+    )
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    series_fetched: Mapped[int] = mapped_column(default=0)
+    instances: Mapped[int] = mapped_column(default=0)
+    patient_key: Mapped[str | None] = mapped_column(String(32))
+    result: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="cohort run: chosen series and slice, reasons, probability, models"
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    cohort: Mapped[Cohort] = relationship(back_populates="studies")

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Exists, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.jobs import add_event
 from storage.models import (
     Association,
     AssociationStatus,
+    CohortStudy,
     EventKind,
     IngestProtocol,
     Instance,
@@ -278,6 +279,15 @@ def study_id_of(session: Session, study_instance_uid: str) -> int | None:
 # --- completion ---------------------------------------------------------------------------
 
 
+def _in_cohort() -> Exists:
+    """The study (``Study`` of the enclosing query) belongs to a site cohort."""
+    return (
+        select(CohortStudy.id)
+        .where(CohortStudy.study_instance_uid == Study.study_instance_uid)
+        .exists()
+    )
+
+
 def studies_ready(
     session: Session,
     *,
@@ -318,11 +328,14 @@ def studies_ready(
         & ~open_assoc
         & or_(latest_assoc.is_(None), latest_assoc == AssociationStatus.RELEASED)
     )
+    # a cohort's studies are retrieved for research and never become jobs (nothing sent)
+    in_cohort = _in_cohort()
     watched_long_enough = watching_since is None or watching_since <= stable_before
     rules = [quiet, Study.last_received_at <= stable_before] if watched_long_enough else [quiet]
     return session.scalars(
         select(Study.id)
         .where(Study.status == StudyStatus.RECEIVING)
+        .where(~in_cohort)
         .where(or_(*rules))
         .order_by(Study.last_received_at)
     ).all()
@@ -471,10 +484,13 @@ class SeriesArrival:
 
 
 def receiving_studies_without_job(session: Session) -> Sequence[int]:
-    """Ids of studies still receiving that have no job yet (T2-first candidates)."""
+    """Ids of studies still receiving that have no job yet (T2-first candidates); a cohort's
+    studies never become jobs."""
     has_job = select(Job.id).where(Job.study_id == Study.id).exists()
     return session.scalars(
-        select(Study.id).where(Study.status == StudyStatus.RECEIVING, ~has_job).order_by(Study.id)
+        select(Study.id)
+        .where(Study.status == StudyStatus.RECEIVING, ~has_job, ~_in_cohort())
+        .order_by(Study.id)
     ).all()
 
 

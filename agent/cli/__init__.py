@@ -31,6 +31,8 @@ _COMMAND_MODULES = (
     "agent.cli.chaos",
     "agent.cli.feedback",
     "agent.cli.monitoring",
+    "agent.cli.cohort",
+    "agent.cli.request",
 )
 
 for _name in _COMMAND_MODULES:

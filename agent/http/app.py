@@ -15,7 +15,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.context import AgentContext
-from agent.http import api, feedback_api, health, models_api, monitoring_api, stow, web
+from agent.http import (
+    api,
+    feedback_api,
+    health,
+    models_api,
+    monitoring_api,
+    requests_api,
+    stow,
+    web,
+)
 from agent.http.auth import TokenChecker
 from agent.http.deps import LoginRequired, require_token
 from agent.tokens import resolve_token
@@ -72,6 +81,7 @@ def create_app(ctx: AgentContext, *, token: str | None = None) -> FastAPI:
     app.include_router(models_api.router)
     app.include_router(feedback_api.router)
     app.include_router(monitoring_api.router)
+    app.include_router(requests_api.router)
     app.include_router(stow.router)
     app.include_router(web.router)
     app.include_router(web.pages)

@@ -50,6 +50,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/jobs/{job_id}/feedback"): Role.READER,
     ("GET", "/api/monitoring"): Role.VIEWER,
     ("GET", "/api/alerts"): Role.VIEWER,
+    ("POST", "/api/requests"): Role.ADMIN,
     ("GET", "/monitoring"): Role.VIEWER,
     ("POST", "/models/mode"): Role.ADMIN,
     ("GET", "/"): Role.VIEWER,

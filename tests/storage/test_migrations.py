@@ -74,4 +74,14 @@ def test_feedback_is_append_only_and_0003_downgrades(tmp_path: Path) -> None:
     assert {"feedback", "api_tokens"}.isdisjoint(inspect(engine).get_table_names())
     upgrade(engine)
     assert {"feedback", "api_tokens"} <= set(inspect(engine).get_table_names())
+
+
+def test_cohort_tables_downgrade_and_upgrade_again(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    assert {"cohorts", "cohort_studies"} <= set(inspect(engine).get_table_names())
+    downgrade(engine, "0003")
+    assert "cohort_studies" not in inspect(engine).get_table_names()
+    upgrade(engine)
+    assert "cohort_studies" in inspect(engine).get_table_names()
     engine.dispose()
