@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# podman, runc, debootstrap: the container image test (tests/integration/test_container.py)
-APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium podman runc debootstrap
+# podman, runc, debootstrap: the container image test (tests/integration/test_container.py);
+# postgresql: the storage and queue tests on a throwaway server (tests/pg.py)
+APT_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb chromium podman runc debootstrap postgresql
 
 .PHONY: setup run test test-fast lint typecheck pytest system-packages demo clean
 

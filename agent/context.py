@@ -10,12 +10,13 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.database import make_database_engine
 from agent.ingest import Ingestor
 from agent.metrics import Metrics
 from agent.model_provider import ModelProvider
 from agent.retention import spool_usage
 from agent.settings import Settings
-from storage.db import make_engine, make_sessionmaker, upgrade
+from storage.db import make_sessionmaker, upgrade
 from storage.spool import Spool
 
 
@@ -34,10 +35,9 @@ class AgentContext:
 
 
 def open_context(settings: Settings, *, migrate: bool = True) -> AgentContext:
-    """Open the database (applying migrations) and the spool."""
-    engine = make_engine(
-        settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
-    )
+    """Open the database (applying migrations: on PostgreSQL under an advisory lock, so
+    agents starting together migrate once) and the spool."""
+    engine = make_database_engine(settings)
     if migrate:
         upgrade(engine)
     sessions = make_sessionmaker(engine)

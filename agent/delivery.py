@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -159,6 +161,7 @@ class Deliverer:
         metrics: Metrics,
         lanes: DeliveryLanes | None = None,
         commitments: CommitmentWaiters | None = None,
+        name: str | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -168,6 +171,8 @@ class Deliverer:
         #: storage commitment transactions awaiting their report (shared with the SCP, which
         #: receives the reports a destination sends on a new association)
         self.commitments = commitments if commitments is not None else CommitmentWaiters()
+        #: recorded on the deliveries this agent claims (``host:pid``)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
 
     def deliver_due(self) -> int:
         """Start every delivery whose next attempt time has come; return how many.
@@ -175,27 +180,32 @@ class Deliverer:
         With lanes, each attempt is queued on its destination's lane and this returns at once;
         without, the attempts run here, one after the other.
         """
-        with self.sessions() as session:
-            due = jobs.due_deliveries_by_destination(session, now=utcnow())
+        with self.sessions.begin() as session:
+            claimed = jobs.claim_due_deliveries(session, now=utcnow(), claimed_by=self.name)
         count = 0
-        for delivery_id, destination in due:
-            if not self._claim(delivery_id):
-                continue
+        for delivery_id, destination in claimed:
             if self.lanes is None:
                 self.attempt(delivery_id)
             elif not self.lanes.submit(destination, partial(self.attempt, delivery_id)):
-                break  # stopping: the claimed delivery goes back to pending at the next start
+                break  # stopping: claims not started go back to pending once they are stale
             count += 1
         return count
 
-    def _claim(self, delivery_id: int) -> bool:
+    def refresh_claims(self) -> None:
+        """This agent is alive: every delivery it claimed (queued in a lane or being sent) is
+        fresh again. Run every heartbeat; an agent sharing the database releases only claims
+        that stopped being refreshed (their agent died)."""
         with self.sessions.begin() as session:
-            return jobs.claim_delivery(session, delivery_id)
+            jobs.refresh_delivery_claims_of(session, self.name)
 
     def attempt(self, delivery_id: int) -> None:
         """One attempt: send the items not yet sent; record the outcome and the next try."""
         with self.sessions() as session:
             delivery = session.get_one(Delivery, delivery_id)
+            if delivery.status != DeliveryStatus.SENDING or delivery.claimed_by != self.name:
+                # waited in its lane past the stale limit: another agent has it now
+                logger.warning("delivery %s: no longer claimed by this agent; skipped", delivery_id)
+                return
             destination = self.settings.destination(delivery.destination)
             pending = [(item.id, item.output) for item in delivery.items if item.sent_at is None]
             every = [(i.output.sop_class_uid, i.output.sop_instance_uid) for i in delivery.items]
@@ -224,7 +234,7 @@ class Deliverer:
             ]
             if missing:
                 error = ExportError("output_missing", f"result files missing: {', '.join(missing)}")
-            else:
+            elif files:  # nothing left to send: an earlier attempt sent it all
                 try:
                     timeout = self.settings.delivery.timeout_seconds
                     if destination.is_dimse:
@@ -265,6 +275,7 @@ class Deliverer:
         with self.sessions.begin() as session:
             delivery = session.get_one(Delivery, delivery_id)
             delivery.attempts += 1
+            delivery.claimed_by = delivery.claimed_at = None
             sent = set(sent_uids)
             for item_id, output in pending:
                 if output.sop_instance_uid in sent:

@@ -370,7 +370,9 @@ class Ingestor:
             return
         try:
             with self.sessions.begin() as session:
-                for pending in batch:
+                # in study order: receivers sharing a PostgreSQL database lock a study while
+                # they record it (storage.queries.record_instance), always in the same order
+                for pending in sorted(batch, key=lambda p: p.record.study_instance_uid):
                     try:
                         with session.begin_nested():
                             queries.record_instance(

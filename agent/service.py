@@ -1,4 +1,10 @@
-"""The running agent: wires settings, database, spool, SCP, scheduler, workers and HTTP."""
+"""The running agent: wires settings, database, spool, SCP, scheduler, workers and HTTP.
+
+Its role (``cluster.role``) decides what it runs when several agents share one PostgreSQL
+database and one spool: a receiver runs the SCP and study completion, a worker runs jobs and
+deliveries, ``all`` runs everything. Periodic work shared by all agents (completion, the
+delivery schedule, re-queueing stale jobs, retention) runs under an advisory lock, so one
+agent at a time does each."""
 
 from __future__ import annotations
 
@@ -17,11 +23,12 @@ from agent.delivery_lanes import DeliveryLanes
 from agent.jobs import lifecycle
 from agent.retention import apply_retention
 from agent.scp import StorageSCP
-from agent.settings import Settings
+from agent.settings import AgentRole, Settings
 from agent.storage_commitment import CommitmentWaiters
 from agent.t2_first import T2First
 from agent.worker import Worker
 from storage import jobs, queries
+from storage.locks import exclusive, is_shared
 from storage.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,14 @@ class AgentService:
         self.ctx = open_context(settings)
         self.stop_event = threading.Event()
         self.commitments = CommitmentWaiters()
+        role = settings.cluster.role
+        #: receives (C-STORE SCP, study completion) / runs jobs and deliveries
+        self.receives = role in (AgentRole.ALL, AgentRole.RECEIVER)
+        self.works = role in (AgentRole.ALL, AgentRole.WORKER)
+        #: another agent may share the database (PostgreSQL, or a receiver and a worker on one
+        #: SQLite file): recovery touches only stale work, never another agent's live work
+        self.shared = is_shared(self.ctx.engine) or role != AgentRole.ALL
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.scp = StorageSCP(
             settings.dicom,
             self.ctx.ingestor,
@@ -51,6 +66,7 @@ class AgentService:
             self.ctx.metrics,
             lanes=self.delivery_lanes,
             commitments=self.commitments,
+            name=self.name,
         )
         self.t2_first = T2First(
             self.ctx.sessions,
@@ -81,21 +97,47 @@ class AgentService:
             job.modify(next_run_time=utcnow())
 
     def _check_completion(self) -> None:
-        complete_ready_studies(
-            self.ctx.sessions,
-            self.settings.completion,
-            self.ctx.metrics,
-            on_queued=self.ctx.wake_workers.set,
-            watching_since=self.started_at,
-            t2_first=self.t2_first,
-        )
+        with exclusive(self.ctx.engine, "completion") as mine:
+            if mine:
+                complete_ready_studies(
+                    self.ctx.sessions,
+                    self.settings.completion,
+                    self.ctx.metrics,
+                    on_queued=self.ctx.wake_workers.set,
+                    watching_since=self.started_at,
+                    t2_first=self.t2_first,
+                )
+
+    def _deliver_due(self) -> None:
+        with exclusive(self.ctx.engine, "delivery-schedule") as mine:
+            if mine:
+                self.deliverer.deliver_due()
+
+    def _apply_retention(self) -> None:
+        s = self.settings
+        with exclusive(self.ctx.engine, "retention") as mine:
+            if mine:
+                apply_retention(
+                    self.ctx.sessions,
+                    self.ctx.spool,
+                    spool_days=s.spool.retention_days,
+                    results_days=s.results.retention_days,
+                )
+                if self.shared:  # temporaries of receivers that died mid-write
+                    self.ctx.spool.remove_temporaries(
+                        older_than_seconds=s.worker.stale_after_seconds
+                    )
 
     def _watch_series(self) -> None:
         """T2-first: every ``series_poll_seconds``, queue a job for every study still arriving
         whose axial T2 series is complete (:mod:`agent.t2_first`)."""
         while not self.stop_event.wait(self.settings.completion.series_poll_seconds):
             try:
-                if self.t2_first.start_ready_series(utcnow(), watching_since=self.started_at):
+                with exclusive(self.ctx.engine, "t2-first") as mine:  # one agent at a time
+                    started = mine and self.t2_first.start_ready_series(
+                        utcnow(), watching_since=self.started_at
+                    )
+                if started:
                     self.ctx.wake_workers.set()
             except Exception:  # a bad study must not stop the watch; completion still runs
                 logger.exception("T2-first check failed")
@@ -103,6 +145,14 @@ class AgentService:
     def _recover(self) -> None:
         """After a crash or restart: close dangling associations, re-queue orphaned jobs,
         drop temporary spool files, put interrupted deliveries back to pending."""
+        if self.shared:  # other agents are receiving, running and sending: only the stale
+            self._requeue_stale()
+            self.ctx.spool.remove_temporaries(
+                older_than_seconds=self.settings.worker.stale_after_seconds
+            )
+            spool_bytes = self._spool_bytes()
+            self.ctx.metrics.spool_bytes.set(float(spool_bytes))
+            return
         removed = self.ctx.spool.remove_temporaries()
         with self.ctx.sessions.begin() as session:
             aborted = queries.abort_open_associations(session)
@@ -123,39 +173,68 @@ class AgentService:
         with self.ctx.sessions() as session:
             return float(jobs.count_queued(session))
 
+    def _spool_bytes(self) -> int:
+        with self.ctx.sessions() as session:
+            return queries.spool_bytes(session)
+
     def _requeue_stale(self) -> None:
+        """Running jobs whose heartbeat stopped go back to the queue; on a shared database
+        also deliveries whose sender stopped refreshing its claim."""
         import datetime as dt
 
-        older = utcnow() - dt.timedelta(seconds=self.settings.worker.stale_after_seconds)
-        with self.ctx.sessions.begin() as session:
-            ids = lifecycle.requeue_stale(session, older_than=older)
+        stale_after = self.settings.worker.stale_after_seconds
+        older = utcnow() - dt.timedelta(seconds=stale_after)
+        with exclusive(self.ctx.engine, "stale-work") as mine:
+            if not mine:
+                return
+            with self.ctx.sessions.begin() as session:
+                ids = lifecycle.requeue_stale(session, older_than=older)
+                released = (
+                    jobs.release_sending_deliveries(session, claimed_before=older)
+                    if self.shared
+                    else 0
+                )
         if ids:
             logger.warning("re-queued jobs whose worker stopped: %s", ids)
             self.ctx.wake_workers.set()
+        if released:
+            logger.warning("%s deliveries whose sender stopped are pending again", released)
 
     def start(self) -> None:
         self.started_at = utcnow()
         self._recover()
         self.ctx.metrics.set_queue_depth_source(self._queue_depth)
-        if self.settings.worker.threads > 0:
+        threads = self.settings.worker.threads if self.works else 0
+        if threads > 0:
             self.ctx.models.start()
         s = self.settings
-        self.scheduler.add_job(
-            self._check_completion,
-            "interval",
-            seconds=s.completion.poll_seconds,
-            id="completion",
-            max_instances=1,
-            coalesce=True,
-        )
-        self.scheduler.add_job(
-            self.deliverer.deliver_due,
-            "interval",
-            seconds=s.delivery.poll_seconds,
-            id="delivery",
-            max_instances=1,
-            coalesce=True,
-        )
+        logger.info("role %s (agent %s)", s.cluster.role, self.name)
+        if self.receives:
+            self.scheduler.add_job(
+                self._check_completion,
+                "interval",
+                seconds=s.completion.poll_seconds,
+                id="completion",
+                max_instances=1,
+                coalesce=True,
+            )
+        if self.works:
+            self.scheduler.add_job(
+                self.deliverer.refresh_claims,
+                "interval",
+                seconds=s.worker.heartbeat_seconds,
+                id="delivery-claims",
+                max_instances=1,
+                coalesce=True,
+            )
+            self.scheduler.add_job(
+                self._deliver_due,
+                "interval",
+                seconds=s.delivery.poll_seconds,
+                id="delivery",
+                max_instances=1,
+                coalesce=True,
+            )
         self.scheduler.add_job(
             self._requeue_stale,
             "interval",
@@ -165,12 +244,7 @@ class AgentService:
             coalesce=True,
         )
         self.scheduler.add_job(
-            lambda: apply_retention(
-                self.ctx.sessions,
-                self.ctx.spool,
-                spool_days=s.spool.retention_days,
-                results_days=s.results.retention_days,
-            ),
+            self._apply_retention,
             "interval",
             hours=1,
             id="retention",
@@ -179,8 +253,7 @@ class AgentService:
             next_run_time=utcnow(),
         )
         self.scheduler.start()
-        host = socket.gethostname()
-        for n in range(s.worker.threads):
+        for n in range(threads):
             worker = Worker(
                 s,
                 self.ctx.sessions,
@@ -188,7 +261,7 @@ class AgentService:
                 self.ctx.models,
                 self.ctx.metrics,
                 self.ctx.wake_workers,
-                name=f"{host}:{os.getpid()}:{n}",
+                name=f"{self.name}:{n}",
                 on_delivering=self._wake_delivery,
             )
             thread = threading.Thread(
@@ -199,7 +272,7 @@ class AgentService:
             )
             thread.start()
             self._threads.append(thread)
-        if s.completion.t2_first:  # a loop, not a scheduler job: a slow scan is not a "miss"
+        if self.receives and s.completion.t2_first:  # a loop: a slow scan is not a "miss"
             thread = threading.Thread(target=self._watch_series, name="t2-first", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -208,7 +281,8 @@ class AgentService:
 
             self.http = HttpServer(self.ctx)
             self.http.start()
-        self.scp.start()
+        if self.receives:
+            self.scp.start()
 
     def stop(self) -> None:
         logger.info("stopping")

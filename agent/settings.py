@@ -104,6 +104,21 @@ class DatabaseSettings(_Group):
         "database); other state changes may roll back by a few seconds on power loss. "
         "FULL flushes at every commit.",
     )
+    pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=200,
+        description="PostgreSQL: connections each agent keeps open (unused for SQLite)",
+    )
+    pool_max_overflow: int = Field(
+        default=10, ge=0, le=200, description="PostgreSQL: extra connections allowed at peaks"
+    )
+    pool_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="PostgreSQL: wait this long for a free connection"
+    )
+    pool_recycle_seconds: float = Field(
+        default=1800.0, gt=0, description="PostgreSQL: replace a connection after this long"
+    )
 
 
 class SpoolSettings(_Group):
@@ -392,6 +407,27 @@ def exposure_problem(http: HttpSettings) -> str | None:
     return None
 
 
+class AgentRole(StrEnum):
+    """What one agent does when several share one PostgreSQL database and one spool."""
+
+    ALL = "all"
+    """Everything: today's single process."""
+    RECEIVER = "receiver"
+    """Accept C-STORE and STOW-RS, record instances, complete studies; run no jobs."""
+    WORKER = "worker"
+    """Run the pipeline on queued jobs and send the deliveries; no DICOM listener."""
+
+
+class ClusterSettings(_Group):
+    """Several agents on one database: see "Scaling out" in the README."""
+
+    role: AgentRole = Field(
+        default=AgentRole.ALL,
+        description="all | receiver | worker (``serve --role`` overrides it); every role "
+        "serves the HTTP API and page when http.enabled",
+    )
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -535,6 +571,8 @@ class Settings(BaseSettings):
         default_factory=list, description="archives to query/retrieve from (cohorts, requests)"
     )
     cohorts: CohortSettings = Field(default_factory=CohortSettings)
+
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> Settings:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests and the demo use (DCMTK, dicom3tools, Orthanc, Chromium).
+# Install the Debian packages the tests and the demo use (DCMTK, dicom3tools, Orthanc, Chromium,
+# PostgreSQL for the tests that run the storage and the queue on a throwaway server).
 # Installs only what is missing; needs root (or sudo) for that.
 set -euo pipefail
 missing=()

@@ -1,4 +1,6 @@
-"""Engine and session factory; SQLite in WAL mode; Alembic migrations applied on demand."""
+"""Engine and session factory; SQLite in WAL mode or PostgreSQL (psycopg 3, pooled); Alembic
+migrations applied on demand, under an advisory lock on PostgreSQL so that agents starting
+together migrate once."""
 
 from __future__ import annotations
 
@@ -15,13 +17,25 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.locks import wait_transaction_lock
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+def make_engine(
+    url: str,
+    *,
+    sqlite_synchronous: str = "NORMAL",
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: float = 30.0,
+    pool_recycle: float = 1800.0,
+) -> Engine:
     """Create the engine. For SQLite: WAL, foreign keys, a busy timeout, the parent folder.
+    For a server database (PostgreSQL): a connection pool whose connections are checked
+    before use (a restarted server or a dropped connection is not an error for the caller).
 
     Parameters
     ----------
@@ -30,6 +44,10 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
     sqlite_synchronous
         ``NORMAL`` (the default; commits are made durable by the next flush of the file
         system, which the ingest does before it acknowledges) or ``FULL``.
+    pool_size, max_overflow, pool_timeout, pool_recycle
+        The connection pool of a server database (SQLAlchemy's ``QueuePool``): connections
+        kept open, extra ones allowed at peaks, seconds to wait for a free one, and seconds
+        after which a connection is replaced. Unused for SQLite.
     """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
@@ -38,6 +56,14 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
         if database and database != ":memory:" and not database.startswith("file:"):
             _create_owner_only(Path(database))
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs.update(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_recycle=pool_recycle,
+            pool_pre_ping=True,
+        )
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         if sqlite_synchronous not in ("FULL", "NORMAL"):
@@ -84,18 +110,33 @@ def _alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply Alembic migrations up to ``revision``."""
+MIGRATION_LOCK = "migrate"
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Apply Alembic migrations up to ``revision``; return the revision the database was at.
+
+    On PostgreSQL the migrations run in one transaction that first waits for an advisory
+    lock: of several agents starting together, one migrates and the others wait, then find
+    the schema at the head and do nothing. (DDL is transactional there: a failed migration
+    leaves the schema as it was.)
+    """
     cfg = _alembic_config()
     with engine.begin() as conn:
+        wait_transaction_lock(conn, MIGRATION_LOCK)
+        before = MigrationContext.configure(conn).get_current_revision()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+    if before != head_revision():
+        logger.info("database migrated from %s to %s", before or "empty", revision)
+    return before
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Revert Alembic migrations down to ``revision`` (tests; an admin's way back)."""
     cfg = _alembic_config()
     with engine.begin() as conn:
+        wait_transaction_lock(conn, MIGRATION_LOCK)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 

@@ -90,17 +90,26 @@ def write_status(
     )
 
 
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def claim_next_job(session: Session, *, worker: str) -> Job | None:
     """Atomically move the oldest queued job to ``running`` for this worker.
 
-    One UPDATE guarded by ``status = 'queued'`` decides the winner, so two workers (threads
-    or processes) never claim the same job.
+    On PostgreSQL the oldest queued row not locked by another claimer is locked with
+    ``SELECT ... FOR UPDATE SKIP LOCKED``: workers on several machines never wait for each
+    other and never take the same job. On SQLite one UPDATE guarded by ``status = 'queued'``
+    decides the winner (writers are serialised by ``BEGIN IMMEDIATE``), so two workers
+    (threads or processes) never claim the same job either.
     """
     now = utcnow()
+    skip_locked = _is_postgresql(session)
     for _ in range(5):
-        candidate = session.scalar(
-            select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1)
-        )
+        query = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1)
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        candidate = session.scalar(query)
         if candidate is None:
             return None
         won = session.execute(
@@ -252,22 +261,80 @@ def due_deliveries_by_destination(
     return [(int(row[0]), str(row[1])) for row in rows]
 
 
-def claim_delivery(session: Session, delivery_id: int) -> bool:
+def claim_delivery(session: Session, delivery_id: int, *, claimed_by: str | None = None) -> bool:
     """Move a pending delivery to ``sending``; False when another sender had it first."""
     won = session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING)
+        .values(status=DeliveryStatus.SENDING, claimed_by=claimed_by, claimed_at=utcnow())
     )
     return bool(getattr(won, "rowcount", 0))
 
 
-def release_sending_deliveries(session: Session) -> int:
-    """At start: deliveries a previous process was sending go back to pending, due now."""
-    result = session.execute(
+def claim_due_deliveries(
+    session: Session, *, now: dt.datetime, claimed_by: str, limit: int = 100
+) -> list[tuple[int, str]]:
+    """Claim pending deliveries whose next attempt time has come (pending -> sending), oldest
+    first; return their (id, destination name).
+
+    On PostgreSQL the due rows are locked with ``FOR UPDATE SKIP LOCKED``, so agents scanning
+    at the same moment split them instead of queueing behind each other; on SQLite each row is
+    taken by an UPDATE guarded by its status. Either way a delivery is claimed once.
+    """
+    query = (
+        select(Delivery.id, Delivery.destination)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+    )
+    if _is_postgresql(session):
+        query = query.with_for_update(skip_locked=True)
+    claimed: list[tuple[int, str]] = []
+    for delivery_id, destination in session.execute(query).all():
+        if claim_delivery(session, int(delivery_id), claimed_by=claimed_by):
+            claimed.append((int(delivery_id), str(destination)))
+    return claimed
+
+
+def refresh_delivery_claims(session: Session, delivery_ids: Sequence[int]) -> None:
+    """The sender is still at it: its claims on these deliveries are fresh again."""
+    if delivery_ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(delivery_ids), Delivery.status == DeliveryStatus.SENDING)
+            .values(claimed_at=utcnow())
+        )
+
+
+def refresh_delivery_claims_of(session: Session, claimed_by: str) -> None:
+    """Every delivery ``claimed_by`` is sending (or has queued to send) is fresh again."""
+    session.execute(
         update(Delivery)
-        .where(Delivery.status == DeliveryStatus.SENDING)
-        .values(status=DeliveryStatus.PENDING, next_attempt_at=utcnow())
+        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by == claimed_by)
+        .values(claimed_at=utcnow())
+    )
+
+
+def release_sending_deliveries(
+    session: Session, *, claimed_before: dt.datetime | None = None
+) -> int:
+    """Deliveries left in ``sending`` go back to pending, due now.
+
+    ``claimed_before`` None: every one (one agent owns the database and is starting: no one
+    else is sending). Given: only those whose claim is older (their sender stopped refreshing
+    it: it died), as an agent sharing the database with others does.
+    """
+    query = update(Delivery).where(Delivery.status == DeliveryStatus.SENDING)
+    if claimed_before is not None:
+        stale = or_(Delivery.claimed_at.is_(None), Delivery.claimed_at < claimed_before)
+        query = query.where(stale)
+    result = session.execute(
+        query.values(
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=utcnow(),
+            claimed_by=None,
+            claimed_at=None,
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 

@@ -346,6 +346,10 @@ class Delivery(Base):
     next_attempt_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     done_at: Mapped[dt.datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    """The agent sending it (``host:pid``) while ``sending``."""
+    claimed_at: Mapped[dt.datetime | None]
+    """When that agent claimed it, refreshed while it sends (a stale claim is released)."""
 
     items: Mapped[list[DeliveryItem]] = relationship(order_by="DeliveryItem.id")
 

@@ -15,6 +15,7 @@ from sqlalchemy import Exists, bindparam, delete, exists, func, insert, or_, sel
 from sqlalchemy.orm import Session
 
 from storage.jobs import add_event
+from storage.locks import wait_transaction_lock
 from storage.models import (
     Association,
     AssociationStatus,
@@ -216,10 +217,15 @@ def record_instance(
     """Insert the instance, creating or updating its study and series rows.
 
     A study that was complete goes back to ``receiving``: when it completes again a new job
-    version is made. Raises ``IntegrityError`` if the SOP Instance UID exists already, and
+    version is made. On PostgreSQL, receivers recording instances of one study at once take
+    turns (a transaction advisory lock on the Study Instance UID), so the study and series rows
+    are made once. Raises ``IntegrityError`` if the SOP Instance UID exists already, and
     :class:`SeriesInOtherStudyError` if the series is recorded under another study.
     """
     now = utcnow()
+    if session.get_bind().dialect.name != "sqlite":
+        # several receivers on one server database: one at a time records a study's rows
+        wait_transaction_lock(session.connection(), f"study:{record.study_instance_uid}")
     study_id = session.scalar(_STUDY_ID, {"uid": record.study_instance_uid})
     if study_id is None:
         study_id = session.scalar(

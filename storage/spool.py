@@ -13,6 +13,7 @@ import ctypes.util
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -195,10 +196,20 @@ class Spool:
             with contextlib.suppress(OSError):  # not empty (or gone): leave it
                 folder.rmdir()
 
-    def remove_temporaries(self) -> int:
-        """Delete temporary files left by a crash mid-write; return how many."""
+    def remove_temporaries(self, *, older_than_seconds: float | None = None) -> int:
+        """Delete temporary files left by a crash mid-write; return how many.
+
+        ``older_than_seconds``: only those not modified for that long (a spool shared by
+        several receivers holds the others' writes in progress).
+        """
+        cut = None if older_than_seconds is None else time.time() - older_than_seconds
         count = 0
         for tmp in self.root.rglob(f"{_TMP_PREFIX}*"):
+            try:
+                if cut is not None and tmp.stat().st_mtime >= cut:
+                    continue
+            except FileNotFoundError:
+                continue
             tmp.unlink(missing_ok=True)
             count += 1
         return count

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
 
 from tests.factory import write_series
+from tests.pg import PostgresServer
 
 
 @pytest.fixture
@@ -30,3 +32,26 @@ def chaos_segmentation_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not CHAOS.is_dir():
         pytest.skip(f"CHAOS data not present ({CHAOS})")
     return train_tiny_chaos_bundle(tmp_path_factory.mktemp("chaos-bundle") / "segmentation")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the whole session (tests/pg.py); skips where the
+    binaries are not installed."""
+    from tests.pg import SKIP_REASON, find_bin_dir, start_server
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(SKIP_REASON)
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install '.[postgres]')")
+    server = start_server(bin_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new empty database on the throwaway server, dropped after the test."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)

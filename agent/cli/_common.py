@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from rich.console import Console, ConsoleDimensions
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.database import make_database_engine
 from agent.settings import ConfigFileError, Settings, load_settings
-from storage.db import make_engine, make_sessionmaker, upgrade
+from storage.db import make_sessionmaker, upgrade
 
 app = typer.Typer(
     name="liver-agent",
@@ -94,8 +95,6 @@ def print_json(data: Any) -> None:
 
 def database_sessions(settings: Settings) -> sessionmaker[Session]:
     """The database of ``settings`` (migrated to the head) for one CLI command."""
-    engine = make_engine(
-        settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
-    )
+    engine = make_database_engine(settings)
     upgrade(engine)
     return make_sessionmaker(engine)

@@ -6,8 +6,9 @@ import typer
 import yaml
 
 from agent.cli._common import ConfigOption, JsonOption, console, print_json, settings_or_exit
+from agent.database import make_database_engine
 from agent.settings import masked_dump
-from storage.db import current_revision, head_revision, make_engine, upgrade
+from storage.db import head_revision, upgrade
 
 
 def register(app: typer.Typer) -> None:
@@ -31,9 +32,7 @@ def register(app: typer.Typer) -> None:
     def db_upgrade(config: ConfigOption = None) -> None:
         """Apply database migrations (the agent also does this at start)."""
         settings = settings_or_exit(config)
-        engine = make_engine(
-            settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
-        )
-        before = current_revision(engine)
-        upgrade(engine)
+        engine = make_database_engine(settings)
+        before = upgrade(engine)  # on PostgreSQL under an advisory lock: agents may be starting
+        engine.dispose()
         console.print(f"database at revision {head_revision()} (was {before or 'empty'})")

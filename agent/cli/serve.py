@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import Annotated
 
 import typer
 
@@ -12,14 +13,22 @@ from agent.cli._common import ConfigOption, console, fail, settings_or_exit
 from agent.errors import AgentError
 from agent.logs import configure_logging
 from agent.masking import mask_url_password
-from agent.settings import Settings
+from agent.settings import AgentRole, ClusterSettings, Settings
 
 
 def start_banner(settings: Settings, dicom_port: int, http_port: int | None) -> str:
     """The line ``serve`` prints once listening (no secret: the database URL is masked)."""
     d = settings.dicom
+    role = settings.cluster.role
+    listening = (
+        f"DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:{dicom_port}"
+        if role != AgentRole.WORKER
+        else "no DICOM listener"
+    )
     return (
-        f"liver-agent listening: DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:{dicom_port}"
+        "liver-agent"
+        + (f" ({role})" if role != AgentRole.ALL else "")
+        + f" listening: {listening}"
         + (
             f", HTTP on {'https' if settings.http.tls.enabled else 'http'}://"
             f"{settings.http.host}:{http_port}/"
@@ -32,11 +41,23 @@ def start_banner(settings: Settings, dicom_port: int, http_port: int | None) -> 
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
-    def serve(config: ConfigOption = None) -> None:
+    def serve(
+        config: ConfigOption = None,
+        role: Annotated[
+            AgentRole | None,
+            typer.Option(
+                help="all: everything; receiver: DICOM SCP, STOW-RS and study completion; "
+                "worker: jobs and deliveries (overrides cluster.role)",
+                case_sensitive=False,
+            ),
+        ] = None,
+    ) -> None:
         """Run the agent: DICOM SCP, study completion, workers, deliveries, HTTP."""
         from agent.service import AgentService
 
         settings = settings_or_exit(config)
+        if role is not None:
+            settings = settings.model_copy(update={"cluster": ClusterSettings(role=role)})
         configure_logging(settings.logging.level, settings.logging.format.value)
         service = AgentService(settings)
         stop = threading.Event()

@@ -28,6 +28,7 @@ from agent.dicom_status import StoreStatus
 from agent.errors import IngestError
 from agent.http.deps import CtxDep, require_role
 from agent.http.multipart import MultipartError, MultipartParser, Part, parse_content_type
+from agent.settings import AgentRole
 from storage.models import AssociationStatus, IngestProtocol
 from storage.spool import InvalidUIDError, validate_uid
 
@@ -181,6 +182,11 @@ def _check_request(request: Request, study: str | None) -> tuple[str, str]:
 
 
 async def _store(request: Request, ctx: AgentContext, study: str | None) -> Response:
+    if ctx.settings.cluster.role == AgentRole.WORKER:
+        raise HTTPException(
+            status_code=503,
+            detail="this agent is a worker (cluster.role): send instances to a receiver",
+        )
     boundary, default_type = _check_request(request, study)
     peer = request.client.host if request.client else "unknown"
     association_id = await run_in_threadpool(

@@ -1,4 +1,5 @@
-"""Storage tests run on a real SQLite file (WAL), as the agent does."""
+"""Storage tests run on a real SQLite file (WAL), as the agent does, and on a throwaway
+PostgreSQL server (tests/pg.py): every test that uses ``database`` runs on both."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.db import make_engine, make_sessionmaker, upgrade
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'agent.sqlite'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'agent.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
@@ -23,7 +27,7 @@ def database(tmp_path: Path) -> str:
 
 @pytest.fixture
 def connect(database: str) -> Iterator[Callable[[], sessionmaker[Session]]]:
-    """Open another engine on the same file: one per simulated process."""
+    """Open another engine on the same database: one per simulated process."""
     engines: list[Engine] = []
 
     def open_one() -> sessionmaker[Session]:

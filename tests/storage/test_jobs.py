@@ -1,5 +1,6 @@
-"""The job queries the agent relies on, on a real SQLite file shared by several engines (as
-several worker processes would share it): claims, heartbeats, stale jobs, deliveries."""
+"""The job queries the agent relies on, on a real SQLite file and a real PostgreSQL database
+shared by several engines (as several worker processes would share it): claims, heartbeats,
+stale jobs, deliveries."""
 
 from __future__ import annotations
 
@@ -98,7 +99,9 @@ def test_two_processes_racing_claim_each_job_exactly_once(connect: Connect) -> N
     assert all(worker == owner[job_id] and attempts == 1 for job_id, worker, attempts in rows)
 
 
-def test_a_claim_waits_for_the_other_session_and_then_takes_the_next_job(connect: Connect) -> None:
+def test_a_claim_waits_for_the_other_session_and_then_takes_the_next_job(
+    connect: Connect, database: str
+) -> None:
     a, b = connect(), connect()
     first, second = add_jobs(a, 2)
     got: list[int | None] = []
@@ -114,8 +117,13 @@ def test_a_claim_waits_for_the_other_session_and_then_takes_the_next_job(connect
 
         thread = threading.Thread(target=claim_b)
         thread.start()
-        thread.join(0.3)
-        assert thread.is_alive()  # B waits on A's write transaction (BEGIN IMMEDIATE)
+        if database.startswith("sqlite"):
+            thread.join(0.3)
+            assert thread.is_alive()  # B waits on A's write transaction (BEGIN IMMEDIATE)
+        else:  # PostgreSQL: B skips the row A holds (SKIP LOCKED) and takes the next at once
+            thread.join(10)
+            assert not thread.is_alive()
+            assert got == [second]
     thread.join(10)
     assert got == [second]
 
