@@ -234,7 +234,8 @@ class Deliverer:
             ]
             if missing:
                 error = ExportError("output_missing", f"result files missing: {', '.join(missing)}")
-            elif files:  # nothing left to send: an earlier attempt sent it all
+            elif files or (destination.is_dimse and destination.storage_commitment):
+                # nothing left to send settles at once, unless commitment is still owed
                 try:
                     timeout = self.settings.delivery.timeout_seconds
                     if destination.is_dimse:
