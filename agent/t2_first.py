@@ -206,7 +206,7 @@ class T2First:
                     JobStatus.CANCELLED,
                 ):
                     return None
-                if job.version != 1 or len(job.study.jobs) != 1:
+                if job.version != 1:  # the latest job is v1: it is the only one
                     return None
                 arrivals = queries.series_arrivals(session, study_id)
                 study = self._study_headers(session, job.study.study_instance_uid, arrivals)
