@@ -52,6 +52,13 @@ def archive_phantoms(
     return studies
 
 
+def accession(study: PhantomStudy) -> str:
+    """The accession number the generator wrote into ``study`` (what a cohort CSV lists)."""
+    from pydicom import dcmread
+
+    return str(dcmread(study.series[0].files[0], stop_before_pixels=True).AccessionNumber)
+
+
 def upload(orthanc: OrthancProcess, studies: list[PhantomStudy]) -> None:
     for study in studies:
         orthanc.upload(files_of(study))

@@ -27,6 +27,7 @@ from pipeline.phantoms import PhantomStudy
 from tests.bundles import write_test_bundles
 from tests.integration.cohort_archive import (
     CohortAgent,
+    accession,
     archive_phantoms,
     cohort_agent,
     upload,
@@ -69,10 +70,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     with running_orthanc(root / "orthanc") as orthanc:
         upload(orthanc, studies)
         yield Archive(orthanc, studies, masks, bundles, root)
-
-
-def accession(study: PhantomStudy) -> str:
-    return str(dcmread(study.series[0].files[0], stop_before_pixels=True).AccessionNumber)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.phantoms import PhantomStudy
 from tests.bundles import write_test_bundles
-from tests.integration.cohort_archive import archive_phantoms, cohort_agent, upload
+from tests.integration.cohort_archive import accession, archive_phantoms, cohort_agent, upload
 from tests.integration.orthanc import OrthancProcess, orthanc_missing, running_orthanc
 from tests.integration.processes import wait_until
 
@@ -84,7 +84,7 @@ def test_pull_over_cmove_run_and_export(
 ) -> None:
     orthanc, studies, masks = archive
     agent = cohort_agent(tmp_path / "agent", masks, bundles, orthanc, retrieve="move")
-    accessions = [_accession(s) for s in studies] + ["NOSUCH01"]
+    accessions = [accession(s) for s in studies] + ["NOSUCH01"]
     csv_file = write_csv(tmp_path / "cohort.csv", "accession", accessions)
 
     pulled = agent.cli("cohort", "pull", "site", "--csv", str(csv_file))
@@ -97,7 +97,7 @@ def test_pull_over_cmove_run_and_export(
     assert missing["reason_code"] == "accession_not_found"
     assert "NOSUCH01" in missing["reason"]
     for study in studies:
-        row = status[f"accession:{_accession(study)}"]
+        row = status[f"accession:{accession(study)}"]
         assert row["status"] == "retrieved", row
         assert row["study_instance_uid"] == study.study_instance_uid
     # only the series the selection may choose came (not the localizer, not the DWI), and no job
@@ -106,7 +106,7 @@ def test_pull_over_cmove_run_and_export(
     assert series == {s.study_instance_uid: 1 for s in studies}
     target = studies[0].target_series_uid
     assert target is not None
-    assert status[f"accession:{_accession(studies[0])}"]["instances"] == len(
+    assert status[f"accession:{accession(studies[0])}"]["instances"] == len(
         studies[0].series_by_role("ax_t2").files
     )
 
@@ -144,12 +144,6 @@ def check_trainer_reads_it(out: Path, studies: list[PhantomStudy]) -> None:
         r["study_uid"]: truth[r["study_uid"]] for r in rows
     }
     assert cohort.readers == ["a"]
-
-
-def _accession(study: PhantomStudy) -> str:
-    from pydicom import dcmread
-
-    return str(dcmread(study.series[0].files[0], stop_before_pixels=True).AccessionNumber)
 
 
 def check_package(out: Path, studies: list[PhantomStudy]) -> None:
@@ -274,7 +268,7 @@ def test_move_destination_refused(
         retrieve="move",
         move_destination="NOTDECLARED",
     )
-    csv_file = write_csv(tmp_path / "one.csv", "accession", [_accession(studies[0])])
+    csv_file = write_csv(tmp_path / "one.csv", "accession", [accession(studies[0])])
     pulled = agent.cli("cohort", "pull", "refused", "--csv", str(csv_file))
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     (row,) = cohort_status(agent, "refused").values()
@@ -303,7 +297,7 @@ def test_ctrl_c_keeps_what_was_retrieved_and_a_rerun_resumes(
     agent = cohort_agent(
         tmp_path / "agent", masks, bundles, orthanc, retrieve="get", max_concurrent_studies=1
     )
-    csv_file = write_csv(tmp_path / "all.csv", "accession", [_accession(s) for s in studies])
+    csv_file = write_csv(tmp_path / "all.csv", "accession", [accession(s) for s in studies])
     command, env = agent.command("cohort", "pull", "ctrlc", "--csv", str(csv_file))
     proc = subprocess.Popen(
         command, cwd=agent.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
