@@ -22,6 +22,7 @@ from agent.errors import ExportError
 from agent.jobs import lifecycle
 from agent.masking import mask_url_password
 from agent.metrics import Metrics
+from agent.reactor_hold import reactor_held
 from agent.settings import Destination, Settings
 from agent.storage_commitment import (
     STORAGE_COMMITMENT_PUSH_MODEL,
@@ -93,18 +94,25 @@ def send_dimse(
         )
     sent: list[str] = []
     try:
-        for ds in datasets:
-            status = assoc.send_c_store(ds)
-            code = getattr(status, "Status", None)
-            if code is None:
-                raise ExportError(
-                    "store_no_response", f"no C-STORE response for {ds.SOPInstanceUID}"
-                )
-            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
-                raise ExportError(
-                    "store_refused", f"C-STORE of {ds.SOPInstanceUID} answered 0x{code:04X}"
-                )
-            sent.append(str(ds.SOPInstanceUID))
+        with reactor_held(assoc, timeout):
+            for ds in datasets:
+                if assoc.acse.is_aborted():  # the held reactor cannot notice it for us
+                    raise ExportError(
+                        "association_aborted",
+                        f"{destination.ae_title} aborted the association after "
+                        f"{len(sent)} of {len(datasets)} objects",
+                    )
+                status = assoc.send_c_store(ds)
+                code = getattr(status, "Status", None)
+                if code is None:
+                    raise ExportError(
+                        "store_no_response", f"no C-STORE response for {ds.SOPInstanceUID}"
+                    )
+                if code not in (0x0000, 0xB000, 0xB007, 0xB006):
+                    raise ExportError(
+                        "store_refused", f"C-STORE of {ds.SOPInstanceUID} answered 0x{code:04X}"
+                    )
+                sent.append(str(ds.SOPInstanceUID))
         if commitment is not None:
             commitment.run(assoc)
     finally:

@@ -23,6 +23,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 
 from agent.errors import ExportError
+from agent.reactor_hold import reactor_held
 
 logger = logging.getLogger(__name__)
 
@@ -201,12 +202,13 @@ class CommitmentRequest:
         """
         self.waiters.expect(self.transaction_uid)
         try:
-            status, _ = assoc.send_n_action(
-                commitment_request(self.transaction_uid, self.objects),
-                REQUEST_STORAGE_COMMITMENT,
-                STORAGE_COMMITMENT_PUSH_MODEL,
-                STORAGE_COMMITMENT_INSTANCE,
-            )
+            with reactor_held(assoc):
+                status, _ = assoc.send_n_action(
+                    commitment_request(self.transaction_uid, self.objects),
+                    REQUEST_STORAGE_COMMITMENT,
+                    STORAGE_COMMITMENT_PUSH_MODEL,
+                    STORAGE_COMMITMENT_INSTANCE,
+                )
         except ValueError as err:  # pynetdicom: no accepted presentation context
             self.waiters.wait(self.transaction_uid, 0)
             self.refused = f"the destination does not accept Storage Commitment ({err})"
