@@ -92,6 +92,13 @@ SizeOpt = Annotated[
 BiasOpt = Annotated[
     bool, typer.Option("--bias-field/--no-bias-field", help="bias-field augmentation")
 ]
+OrganOpt = Annotated[
+    bool,
+    typer.Option(
+        "--organ-contrast/--no-organ-contrast",
+        help="organ-contrast augmentation (the liver alone darker or brighter)",
+    ),
+]
 
 
 @model_app.command(
@@ -111,6 +118,7 @@ def build_chaos(
     imagenet: ImagenetOpt = None,
     input_size: SizeOpt = 256,
     bias_field: BiasOpt = False,
+    organ_contrast: OrganOpt = False,
     flip_tta: Annotated[
         bool, typer.Option("--flip-tta/--no-flip-tta", help="left-right flip test-time aug.")
     ] = False,
@@ -123,7 +131,12 @@ def build_chaos(
 
     if out.exists() and not overwrite:
         fail(f"{out} exists; choose another folder or give --overwrite", 2)
-    recipe = ChaosRecipe(input_size=input_size, bias_field=bias_field, flip_tta=flip_tta)
+    recipe = ChaosRecipe(
+        input_size=input_size,
+        bias_field=bias_field,
+        organ_contrast=organ_contrast,
+        flip_tta=flip_tta,
+    )
     try:
         bundle = build(
             data,
@@ -189,12 +202,24 @@ def cv_seg(
     imagenet: ImagenetOpt = None,
     input_size: SizeOpt = 256,
     bias_field: BiasOpt = False,
+    organ_contrast: OrganOpt = False,
+    only: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--fold",
+            min=1,
+            help="run only this fold (repeat; the folds are the same as in a full run); "
+            "for quick comparisons of recipes",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
     json_out: JsonOption = False,
 ) -> None:
     from pipeline.training.chaos import ChaosRecipe, cross_validate
 
-    recipe = ChaosRecipe(input_size=input_size, bias_field=bias_field)
+    recipe = ChaosRecipe(
+        input_size=input_size, bias_field=bias_field, organ_contrast=organ_contrast
+    )
     try:
         result = cross_validate(
             data,
@@ -207,6 +232,7 @@ def cv_seg(
             imagenet=imagenet,
             recipe=recipe,
             progress=not quiet and not json_out,
+            only_folds=only,
         )
         json_path, csv_path = result.write(out)
     except (PipelineError, ValueError) as err:

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class ChaosRecipe:
     batch_size: int = 8
     lr: float = 1e-3
     bias_field: bool = False  # measured: no gain (docs/benchmarks.md); kept as an option
+    organ_contrast: bool = False
     flip_tta: bool = False
     precision: str = "auto"
 
@@ -75,7 +76,8 @@ class ChaosRecipe:
             "lr": self.lr,
             "batch_size": self.batch_size,
             "augmentation": "rotation, scale, shift; gamma, contrast, brightness, noise"
-            + (", bias field" if self.bias_field else ""),
+            + (", bias field" if self.bias_field else "")
+            + (", organ contrast (liver x 0.35-1.3)" if self.organ_contrast else ""),
             "post_processing": "largest 3D component, holes filled per slice"
             + (", left-right flip test-time augmentation" if self.flip_tta else ""),
         }
@@ -113,6 +115,7 @@ def _config(
         context=recipe.context,
         augment=True,
         bias_field=recipe.bias_field,
+        organ_contrast=recipe.organ_contrast,
         flip_tta=recipe.flip_tta,
     )
 
@@ -230,9 +233,11 @@ class CrossValidation:
     seed: int
     variants: dict[str, SegEvaluation]
     seconds: float
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "recipe": self.recipe,
             "folds": self.folds,
             "epochs": self.epochs,
             "seed": self.seed,
@@ -274,6 +279,7 @@ def cross_validate(
     imagenet: Path | None = None,
     recipe: ChaosRecipe = ChaosRecipe(),
     progress: bool = True,
+    only_folds: Sequence[int] | None = None,
 ) -> CrossValidation:
     """Subject-level k-fold cross-validation of the recipe: every subject is tested once, by
     the model trained on the other folds (no validation subject: the last epoch is kept).
@@ -281,7 +287,9 @@ def cross_validate(
     The fold models are written under ``work`` (``fold-<k>/``); each is evaluated as trained
     without test-time augmentation (``plain``), also without the largest-component
     post-processing (``no_postprocessing``), and with left-right flip test-time augmentation
-    (``flip_tta``); ``recipe.flip_tta`` is ignored here (both are measured).
+    (``flip_tta``); ``recipe.flip_tta`` is ignored here (both are measured). ``only_folds``
+    (1-based) runs those folds alone, for quick comparisons: the folds themselves do not change,
+    and the result lists the tested subjects only.
     """
     from pipeline.inference import SegmentationModel
     from pipeline.training.seg_metrics import CaseMetrics, case_metrics
@@ -296,7 +304,11 @@ def cross_validate(
         "flip_tta": {},
     }
     fold_epochs = 0
+    if only_folds is not None and not set(only_folds) <= set(range(1, len(groups) + 1)):
+        raise ValueError(f"--fold must be between 1 and {len(groups)}")
     for k, test_ids in enumerate(groups, start=1):
+        if only_folds is not None and k not in only_folds:
+            continue
         train_ids = [c for c in by_id if c not in set(test_ids)]
         train: list[SegCase] = [by_id[c] for c in train_ids]
         slices = sum(c.pixels.shape[0] for c in train)
@@ -330,9 +342,11 @@ def cross_validate(
                 tta_model.segment(case.pixels), case.mask, spacing
             )
             logger.info("fold %d subject %s: Dice %.4f", k, cid, results["plain"][cid].dice)
-    order = sorted(by_id, key=natural_key)
+    order = sorted(results["plain"], key=natural_key)
     variants = {
         name: SegEvaluation.from_cases(f"cv-{name}", {cid: per[cid] for cid in order})
         for name, per in results.items()
     }
-    return CrossValidation(groups, fold_epochs, seed, variants, time.monotonic() - started)
+    return CrossValidation(
+        groups, fold_epochs, seed, variants, time.monotonic() - started, recipe.describe()
+    )

@@ -52,6 +52,7 @@ class TrainConfig:
     context: int = 0  # segmentation: neighbouring slices as channels (2.5D)
     augment: bool = True
     bias_field: bool = False  # segmentation: random smooth intensity shading (MR bias field)
+    organ_contrast: bool = False  # segmentation: random brightness of the labelled organ alone
     flip_tta: bool = False  # segmentation: the bundle averages the left-right flipped pass
     demo: bool = False
     intended_use: str | None = None

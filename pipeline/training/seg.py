@@ -15,7 +15,12 @@ from pipeline.bundle import Bundle, Normalisation, Split, save_bundle
 from pipeline.inference import autocast
 from pipeline.networks import UNET_RESNET34, build_network, encoder_module
 from pipeline.preprocess import normalise_channels, resize, scale_to_unit, with_context
-from pipeline.training.augment import random_affine, random_bias_field, random_intensity
+from pipeline.training.augment import (
+    random_affine,
+    random_bias_field,
+    random_intensity,
+    random_organ_contrast,
+)
 from pipeline.training.data import SegCase, training_distribution
 from pipeline.training.evaluate import evaluate_segmentation
 from pipeline.training.loop import (
@@ -153,6 +158,8 @@ def train_segmentation(
             x, y_aug = random_affine(x, y, gen)
             assert y_aug is not None
             y = y_aug
+            if config.organ_contrast:
+                x = random_organ_contrast(x, y, gen)
             if config.bias_field:
                 x = random_bias_field(x, gen)
             x = random_intensity(x, gen)
@@ -292,6 +299,7 @@ def _manifest_fields(
                 "freeze_encoder": config.freeze_encoder,
                 "augment": config.augment,
                 "bias_field": config.bias_field,
+                "organ_contrast": config.organ_contrast,
                 "crop_size": config.crop_size,
                 "context": config.context,
                 "loss": "BCE + soft Dice",

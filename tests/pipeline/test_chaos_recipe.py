@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.bundle import load_bundle
-from pipeline.training.augment import random_bias_field
+from pipeline.training.augment import random_bias_field, random_organ_contrast
 from pipeline.training.chaos import (
     ChaosRecipe,
     build_chaos,
@@ -56,6 +56,27 @@ def test_bias_field_is_smooth_bounded_and_seeded() -> None:
     assert float(ratio.max()) <= np.exp(0.3) + 1e-5
     assert torch.equal(a[:, 0], a[:, 1])  # one field for every channel
     assert float((a[:, :, :, 1:] - a[:, :, :, :-1]).abs().max()) < 0.05  # smooth
+
+
+def test_organ_contrast_changes_the_organ_alone_in_about_half_the_images() -> None:
+    images = torch.full((200, 3, 48, 48), 0.5)
+    masks = torch.zeros((200, 1, 48, 48))
+    masks[:, :, 12:36, 12:36] = 1.0
+    a = random_organ_contrast(images, masks, torch.Generator().manual_seed(3))
+    b = random_organ_contrast(images, masks, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)  # seeded
+    outside = masks.expand_as(images) == 0
+    assert torch.equal(a[outside], images[outside])  # the surroundings never change
+    centre = a[:, 0, 24, 24] / 0.5  # the organ's core gets the whole factor
+    changed = (centre - 1.0).abs() > 1e-6
+    assert 70 <= int(changed.sum()) <= 130  # p = 0.5
+    assert float(centre.min()) >= 0.35 - 1e-5
+    assert float(centre.max()) <= 1.3 + 1e-5
+    assert float(centre.min()) < 0.5 < 1.2 < float(centre.max())  # darker and brighter
+    assert torch.equal(a[:, 0], a[:, 2])  # one gain for every channel (2.5D context)
+    edge = a[changed][:, 0, 24, 12:25]  # the gain fades in from the outline inwards
+    step = (edge[:, 1:] - edge[:, :-1]).abs().amax()
+    assert float(step) < 0.5 * float((centre[changed] - 1.0).abs().amax() * 0.5)
 
 
 def test_build_twice_with_one_seed_gives_one_model_card(tmp_path: Path) -> None:
@@ -115,3 +136,25 @@ def test_cross_validation_tests_each_subject_once_and_writes_json_and_csv(
     )  # fmt: skip
     assert again.folds == report["folds"]
     assert again.variants["plain"].dice == report["variants"]["plain"]["dice"]
+    assert report["recipe"]["input"].startswith("32 x 32")
+    # one fold alone (a quick comparison of recipes): the same folds, its subjects only, and
+    # with the organ-contrast augmentation named in the recipe
+    second = CliRunner().invoke(
+        app,
+        ["model", "cv-seg", "--data", str(data), "--out", str(tmp_path / "cv3"), "--folds", "2",
+         "--epochs", "1", "--input-size", "32", "--device", "cpu", "--seed", "2", "--json",
+         "--fold", "2", "--organ-contrast"],
+    )  # fmt: skip
+    assert second.exit_code == 0, second.output
+    one = json.loads((tmp_path / "cv3" / "cv.json").read_text())
+    assert one["folds"] == report["folds"]
+    assert set(one["variants"]["plain"]["dice"]) == set(report["folds"][1])
+    assert "organ contrast" in one["recipe"]["augmentation"]
+    assert not (tmp_path / "cv3" / "fold-1").exists()
+    bad = CliRunner().invoke(
+        app,
+        ["model", "cv-seg", "--data", str(data), "--out", str(tmp_path / "cv4"), "--folds", "2",
+         "--epochs", "1", "--input-size", "32", "--device", "cpu", "--fold", "3"],
+    )  # fmt: skip
+    assert bad.exit_code == 1
+    assert "--fold must be between 1 and 2" in bad.output
