@@ -82,7 +82,13 @@ class ModelProvider:
         try:
             self._stamp = self._store_stamp()
             segmentation, classification = self.bundle_paths()
-            self._models = Models.load(segmentation, classification, device=self.settings.device)
+            self._models = Models.load(
+                segmentation,
+                classification,
+                device=self.settings.device,
+                runtime=self.settings.runtime,
+                cache=self.settings.cache_dir,
+            )
             logger.info(
                 "models loaded: %s %s, %s %s",
                 self._models.segmentation.info.name,
@@ -121,7 +127,13 @@ class ModelProvider:
                 return
             try:
                 segmentation, classification = self.bundle_paths()
-                models = Models.load(segmentation, classification, device=self.settings.device)
+                models = Models.load(
+                    segmentation,
+                    classification,
+                    device=self.settings.device,
+                    runtime=self.settings.runtime,
+                    cache=self.settings.cache_dir,
+                )
             except (PipelineError, AgentError, OSError) as err:
                 logger.error("model store choice changed but cannot be loaded: %s", err)
                 self._stamp = stamp  # do not retry on every job; the next 'model use' will

@@ -182,6 +182,14 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class Runtime(StrEnum):
+    """What runs the networks' forward passes."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    OPENVINO = "openvino"
+
+
 class DeploymentMode(StrEnum):
     """Whether a model's results go to the PACS: ``live`` sends them to the destinations,
     ``silent`` keeps them (outputs written, shown on the job page) and sends nothing."""
@@ -199,6 +207,12 @@ class ModelSettings(_Group):
     segmentation: Path | None = Field(default=None, description="segmentation bundle folder")
     classification: Path | None = Field(default=None, description="classification bundle folder")
     device: Device = Device.AUTO
+    runtime: Runtime = Field(
+        default=Runtime.AUTO,
+        description="torch, openvino (CPU only: converted at load, bfloat16 where the CPU has "
+        "it; docs/benchmarks.md 'CPU inference' for speed and parity), or auto (openvino on a "
+        "CPU where it is installed, else torch)",
+    )
     cache_dir: Path = Field(
         default_factory=lambda: (
             Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "liver-agent"

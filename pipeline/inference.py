@@ -1,11 +1,14 @@
 """Run the bundled networks: liver segmentation of a whole series, cirrhosis classification of
-one slice. Batched, ``torch.inference_mode``, optional bfloat16 autocast from the manifest."""
+one slice. Batched, ``torch.inference_mode``, optional bfloat16 autocast from the manifest; on a
+CPU optionally through OpenVINO (``runtime``, :mod:`pipeline.openvino_runtime`)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +26,9 @@ from pipeline.preprocess import (
     with_context,
 )
 from pipeline.results import Classification, LiverSegmentation, ModelInfo, Volume
+
+if TYPE_CHECKING:
+    from pipeline.openvino_runtime import OpenVinoNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +59,44 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+RUNTIMES = ("torch", "openvino", "auto")
+
+
+def resolve_runtime(runtime: str, device: torch.device) -> str:
+    """``torch`` or ``openvino``: ``auto`` means OpenVINO on a CPU where it is installed.
+
+    Raises
+    ------
+    BundleError
+        ``runtime_unavailable``: OpenVINO asked for on a GPU or where it is not installed.
+    """
+    from pipeline.openvino_runtime import openvino_available
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if runtime == "auto":
+        return "openvino" if device.type == "cpu" and openvino_available() else "torch"
+    if runtime == "openvino" and device.type != "cpu":
+        raise BundleError(
+            "runtime_unavailable", "the openvino runtime runs on the CPU only; use torch"
+        )
+    if runtime == "openvino" and not openvino_available():
+        raise BundleError(
+            "runtime_unavailable", "the openvino runtime was asked for but is not installed"
+        )
+    return runtime
+
+
 class _Model:
     task = ""
 
-    def __init__(self, bundle: Bundle, device: str = "auto") -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        runtime: str = "torch",
+        cache: Path | None = None,
+    ) -> None:
         if bundle.manifest.task != self.task:
             raise BundleError(
                 "bundle_wrong_task",
@@ -68,8 +108,25 @@ class _Model:
         self.device = resolve_device(device)
         self.network = bundle.build().to(self.device).to(memory_format=torch.channels_last)
         self.info: ModelInfo = bundle.info
+        self.runtime = resolve_runtime(runtime, self.device)
+        self._openvino: OpenVinoNetwork | None = None
+        if self.runtime == "openvino":
+            from pipeline.openvino_runtime import OpenVinoNetwork
+
+            spec = self.manifest.input
+            example = torch.zeros((1, spec.channels, spec.size[0], spec.size[1]))
+            self._openvino = OpenVinoNetwork(
+                self.network,
+                example,
+                bfloat16=self.manifest.precision == "bfloat16",
+                threads=torch.get_num_threads(),
+                cache=cache,
+                weights_sha256=self.info.sha256,
+            )
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._openvino is not None:
+            return self._openvino(batch)
         with torch.inference_mode(), autocast(self.device, self.manifest.precision):
             out: torch.Tensor = self.network(batch.contiguous(memory_format=torch.channels_last))
         return out.float()
@@ -86,12 +143,23 @@ class SegmentationModel(_Model):
         ``auto`` (CUDA if available, else CPU), ``cpu`` or ``cuda``.
     batch_size
         Slices per forward pass.
+    runtime
+        ``torch``, ``openvino`` (CPU) or ``auto`` (:func:`resolve_runtime`).
+    cache
+        Folder that keeps OpenVINO's converted models between loads.
     """
 
     task = "segmentation"
 
-    def __init__(self, bundle: Bundle, device: str = "auto", batch_size: int = 16) -> None:
-        super().__init__(bundle, device)
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        batch_size: int = 16,
+        runtime: str = "torch",
+        cache: Path | None = None,
+    ) -> None:
+        super().__init__(bundle, device, runtime, cache)
         self.batch_size = batch_size
 
     def predict(self, volume: Volume) -> LiverSegmentation:
@@ -157,12 +225,22 @@ class ClassificationModel(_Model):
         A ``classification`` bundle.
     device
         ``auto``, ``cpu`` or ``cuda``.
+    runtime
+        ``torch``, ``openvino`` (CPU) or ``auto`` (:func:`resolve_runtime`).
+    cache
+        Folder that keeps OpenVINO's converted models between loads.
     """
 
     task = "classification"
 
-    def __init__(self, bundle: Bundle, device: str = "auto") -> None:
-        super().__init__(bundle, device)
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        runtime: str = "torch",
+        cache: Path | None = None,
+    ) -> None:
+        super().__init__(bundle, device, runtime, cache)
         spec = self.manifest.classification
         assert spec is not None  # the manifest validator guarantees it for classifiers
         self.spec = spec

@@ -65,8 +65,17 @@ class Models:
         return self._heat_mapper
 
     @classmethod
-    def load(cls, segmentation: Path, classification: Path, device: str = "auto") -> Models:
-        """Load and verify both bundles and build their networks on ``device``.
+    def load(
+        cls,
+        segmentation: Path,
+        classification: Path,
+        device: str = "auto",
+        runtime: str = "torch",
+        cache: Path | None = None,
+    ) -> Models:
+        """Load and verify both bundles and build their networks on ``device`` for ``runtime``
+        (``torch``, ``openvino`` on a CPU, or ``auto``: :func:`pipeline.inference.resolve_runtime`;
+        ``cache`` keeps OpenVINO's converted networks between loads).
 
         Raises
         ------
@@ -74,8 +83,10 @@ class Models:
             A bundle is missing, invalid, of the wrong task, or fails its checksums.
         """
         return cls(
-            segmentation=SegmentationModel(load_bundle(segmentation), device),
-            classification=ClassificationModel(load_bundle(classification), device),
+            segmentation=SegmentationModel(
+                load_bundle(segmentation), device, runtime=runtime, cache=cache
+            ),
+            classification=ClassificationModel(load_bundle(classification), device, runtime, cache),
         )
 
 

@@ -113,7 +113,13 @@ def run_study(
             return _not_evaluated_without_study(err, time.perf_counter() - started)
         scanned = time.perf_counter() - started
         seg_path, cls_path = _bundle_paths(settings, seg_model, cls_model, progress)
-        models = Models.load(seg_path, cls_path, device=str(device or settings.model.device))
+        models = Models.load(
+            seg_path,
+            cls_path,
+            device=str(device or settings.model.device),
+            runtime=settings.model.runtime,
+            cache=settings.model.cache_dir,
+        )
         options = PipelineOptions(
             caudate_fraction=settings.pipeline.caudate_fraction,
             selection_rules=settings.pipeline.selection_rules,

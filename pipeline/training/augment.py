@@ -97,7 +97,7 @@ def random_organ_contrast(
     masks: torch.Tensor,
     gen: torch.Generator,
     *,
-    factor: tuple[float, float] = (0.35, 1.3),
+    factor: tuple[float, float] = (0.25, 1.3),
     p: float = 0.5,
     edge: int = 5,
 ) -> torch.Tensor:

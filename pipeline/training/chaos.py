@@ -77,7 +77,7 @@ class ChaosRecipe:
             "batch_size": self.batch_size,
             "augmentation": "rotation, scale, shift; gamma, contrast, brightness, noise"
             + (", bias field" if self.bias_field else "")
-            + (", organ contrast (liver x 0.35-1.3)" if self.organ_contrast else ""),
+            + (", organ contrast (liver x 0.25-1.3)" if self.organ_contrast else ""),
             "post_processing": "largest 3D component, holes filled per slice"
             + (", left-right flip test-time augmentation" if self.flip_tta else ""),
         }

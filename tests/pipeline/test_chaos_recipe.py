@@ -70,7 +70,7 @@ def test_organ_contrast_changes_the_organ_alone_in_about_half_the_images() -> No
     centre = a[:, 0, 24, 24] / 0.5  # the organ's core gets the whole factor
     changed = (centre - 1.0).abs() > 1e-6
     assert 70 <= int(changed.sum()) <= 130  # p = 0.5
-    assert float(centre.min()) >= 0.35 - 1e-5
+    assert float(centre.min()) >= 0.25 - 1e-5
     assert float(centre.max()) <= 1.3 + 1e-5
     assert float(centre.min()) < 0.5 < 1.2 < float(centre.max())  # darker and brighter
     assert torch.equal(a[:, 0], a[:, 2])  # one gain for every channel (2.5D context)
