@@ -42,7 +42,14 @@ def loaded(monkeypatch: pytest.MonkeyPatch, phantom: PhantomStudy) -> list[tuple
     """Models.load gives stand-in networks (the phantom's true mask); records its arguments."""
     calls: list[tuple[Any, ...]] = []
 
-    def load(cls: type[Models], segmentation: Path, classification: Path, device: str) -> Models:
+    def load(
+        cls: type[Models],
+        segmentation: Path,
+        classification: Path,
+        device: str,
+        runtime: str = "torch",
+        cache: Path | None = None,
+    ) -> Models:
         calls.append((segmentation, classification, device))
         return Models(StandInSegmentation(phantom.liver_mask), StandInClassification())  # type: ignore[arg-type]
 

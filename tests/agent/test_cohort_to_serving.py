@@ -38,8 +38,15 @@ def truth_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     masks = tmp_path / "masks"
     real_load = Models.load.__func__  # type: ignore[attr-defined]
 
-    def load(cls: type[Models], segmentation: Path, classification: Path, device: str) -> Models:
-        models: Models = real_load(cls, segmentation, classification, device)
+    def load(
+        cls: type[Models],
+        segmentation: Path,
+        classification: Path,
+        device: str,
+        runtime: str = "torch",
+        cache: Path | None = None,
+    ) -> Models:
+        models: Models = real_load(cls, segmentation, classification, device, runtime, cache)
         models.segmentation = TruthSegmentation(models.segmentation, masks)  # type: ignore[assignment]
         return models
 

@@ -137,8 +137,15 @@ def _patch_models() -> None:
     masks = Path(os.environ[MASKS_ENV])
     real_load = Models.load.__func__  # type: ignore[attr-defined]
 
-    def load(cls: type[Models], segmentation: Path, classification: Path, device: str) -> Models:
-        models: Models = real_load(cls, segmentation, classification, device)
+    def load(
+        cls: type[Models],
+        segmentation: Path,
+        classification: Path,
+        device: str,
+        runtime: str = "torch",
+        cache: Path | None = None,
+    ) -> Models:
+        models: Models = real_load(cls, segmentation, classification, device, runtime, cache)
         models.segmentation = TruthSegmentation(models.segmentation, masks)  # type: ignore[assignment]
         return models
 
