@@ -134,8 +134,10 @@ def measure(
     poll: float | None,
     series_quiet: float | None = None,
     t2_first: bool = True,
+    runtime: str = "auto",
 ) -> list[dict[str, float]]:
     label = f"{quiet:g}" if series_quiet is None else f"t2first-{series_quiet:g}-{t2_first}"
+    label += f"-{runtime}"
     orthanc = OrthancProcess(root / f"orthanc-{label}").start()
     port, http_port = free_port(), free_port()
     completion: dict[str, Any] = {
@@ -148,7 +150,8 @@ def measure(
         "dicom": {"ae_title": "LIVERAI", "host": "127.0.0.1", "port": port},
         "http": {"host": "127.0.0.1", "port": http_port},
         "completion": completion,
-        "model": {"segmentation": str(bundles[0]), "classification": str(bundles[1])},
+        "model": {"segmentation": str(bundles[0]), "classification": str(bundles[1]),
+                  "runtime": runtime, "cache_dir": str(root / "model-cache")},
         "destinations": [
             {"name": "orthanc", "ae_title": orthanc.aet, "host": "127.0.0.1",
              "port": orthanc.dicom_port},
@@ -333,6 +336,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--series-quiet", type=float, nargs="+", default=[1.0])
     parser.add_argument(
+        "--runtime", nargs="+", default=["auto"], choices=["auto", "torch", "openvino"],
+        help="model.runtime; several: each in turn, same run",
+    )  # fmt: skip
+    parser.add_argument(
         "--baseline", action="store_true",
         help="with --t2-first: also the same study with T2-first off (the study-level rule)",
     )  # fmt: skip
@@ -354,23 +361,29 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
-        if args.t2_first:
-            for series_quiet in args.series_quiet:
-                results = measure(
-                    Path(tmp), 5.0, args.runs, bundles, not args.omp_spin, args.poll, series_quiet
-                )
-                report_t2_first(series_quiet, results)
-            if args.baseline:
-                results = measure(
-                    Path(tmp), 5.0, args.runs, bundles, not args.omp_spin, args.poll, 1.0, False
-                )
-                report_t2_first(1.0, results, t2_first=False)
-        else:
-            for quiet in args.quiet:
-                results = measure(
-                    Path(tmp), quiet, args.runs, bundles, not args.omp_spin, args.poll
-                )
-                report(quiet, results)
+        for runtime in args.runtime:
+            if len(args.runtime) > 1:
+                print(f"\n=== model.runtime: {runtime} ===", flush=True)
+            if args.t2_first:
+                for series_quiet in args.series_quiet:
+                    results = measure(
+                        Path(tmp), 5.0, args.runs, bundles, not args.omp_spin, args.poll,
+                        series_quiet, runtime=runtime,
+                    )  # fmt: skip
+                    report_t2_first(series_quiet, results)
+                if args.baseline:
+                    results = measure(
+                        Path(tmp), 5.0, args.runs, bundles, not args.omp_spin, args.poll, 1.0,
+                        False, runtime=runtime,
+                    )  # fmt: skip
+                    report_t2_first(1.0, results, t2_first=False)
+            else:
+                for quiet in args.quiet:
+                    results = measure(
+                        Path(tmp), quiet, args.runs, bundles, not args.omp_spin, args.poll,
+                        runtime=runtime,
+                    )  # fmt: skip
+                    report(quiet, results)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
