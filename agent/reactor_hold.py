@@ -7,7 +7,9 @@ waits on the checkpoint and cleared just after, so a reactor that has passed the
 not yet cleared the flag looks paused: the request goes out, and when the peer answers quickly
 the reactor takes the response off the queue ("Received unexpected C-STORE service message"),
 while the sender waits out the whole DIMSE timeout and aborts. Under CPU load this failed a
-delivery attempt now and then (the objects were sent again on the retry).
+delivery attempt now and then (the objects were sent again on the retry). The same window is
+open for every request the agent sends as requestor: C-STORE and N-ACTION (deliveries, storage
+commitment), C-FIND, C-MOVE and C-GET (cohort pulls, on-demand retrieval).
 
 :func:`reactor_held` closes the window: it gives the reactor a checkpoint that the ``send_*``
 methods cannot open, waits until the reactor thread is actually blocked on it, and only then lets

@@ -20,6 +20,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from agent.errors import RetrieveError
+from agent.reactor_hold import reactor_held
 from agent.retrieve.base import InstanceSink, Retrieved, StudyMatch, StudyQuery
 from agent.settings import RetrieveMethod, Source
 from pipeline.selection.prefilter import SeriesSummary
@@ -90,7 +91,7 @@ class DimseRetriever:
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         found: list[Dataset] = []
-        with self._association(ae) as assoc:
+        with self._association(ae) as assoc, reactor_held(assoc):
             for status, answer in assoc.send_c_find(
                 identifier, StudyRootQueryRetrieveInformationModelFind
             ):
@@ -176,7 +177,7 @@ class DimseRetriever:
     def _move(self, identifier: Dataset) -> Retrieved:
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        with self._association(ae) as assoc:
+        with self._association(ae) as assoc, reactor_held(assoc):
             last: tuple[int, Dataset] | None = None
             for status, _answer in assoc.send_c_move(
                 identifier, self.move_destination, StudyRootQueryRetrieveInformationModelMove
@@ -206,7 +207,8 @@ class DimseRetriever:
             return 0x0000
 
         handlers = [(evt.EVT_C_STORE, on_store)]
-        with self._association(ae, ext_neg=roles, handlers=handlers) as assoc:
+        # held: the sub-operations' C-STORE requests are served by send_c_get itself
+        with self._association(ae, ext_neg=roles, handlers=handlers) as assoc, reactor_held(assoc):
             last: tuple[int, Dataset] | None = None
             for status, _answer in assoc.send_c_get(
                 identifier, StudyRootQueryRetrieveInformationModelGet
