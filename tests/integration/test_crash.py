@@ -85,7 +85,9 @@ def test_sigkill_mid_send_keeps_every_acknowledged_instance(tmp_path: Path) -> N
                 proc.kill()
     acked = [Path(p) for out in outputs for p in acknowledged_files(out)]
     total = sum(len(files) for files in series)
-    assert 40 <= len(acked) < total, "the kill must fall in the middle of the send"
+    # 40 were recorded when the kill came; the response to the last one on each association may
+    # not have left yet (recorded, then answered), so up to one per sender can be unacknowledged
+    assert 40 - len(series) <= len(acked) < total, "the kill must fall in the middle of the send"
     assert sum(1 for out in outputs if "Received Store Response (Success)" in out) >= 2
 
     agent.start()  # restart on the same database and spool
