@@ -25,7 +25,7 @@ from tests.agent.http_data import complete, ingest, settings_for
 from tests.bundles import write_test_bundles
 from tests.cli_output import unwrapped
 from tests.cohort_package import write_cohort_package
-from tests.integration.truth_agent import TruthSegmentation, files_of, truth_phantom
+from tests.integration.truth_agent import files_of, truth_load, truth_phantom
 
 SITE_NAME = "site-cirrhosis"
 SITE_VERSION = "2026.12-test"
@@ -36,21 +36,7 @@ def truth_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The phantoms' true liver masks stand in for the untrained segmentation network; the
     classifiers are loaded from their bundles and run as in production."""
     masks = tmp_path / "masks"
-    real_load = Models.load.__func__  # type: ignore[attr-defined]
-
-    def load(
-        cls: type[Models],
-        segmentation: Path,
-        classification: Path,
-        device: str,
-        runtime: str = "torch",
-        cache: Path | None = None,
-    ) -> Models:
-        models: Models = real_load(cls, segmentation, classification, device, runtime, cache)
-        models.segmentation = TruthSegmentation(models.segmentation, masks)  # type: ignore[assignment]
-        return models
-
-    monkeypatch.setattr(Models, "load", classmethod(load))
+    monkeypatch.setattr(Models, "load", truth_load(masks))
     monkeypatch.delenv("LIVER_AGENT_CONFIG", raising=False)
     return masks
 

@@ -34,7 +34,7 @@ from tests.agent.test_delivery import StoreSCP
 from tests.bundles import write_test_bundles
 from tests.cli_output import unwrapped
 from tests.integration.processes import free_port
-from tests.integration.truth_agent import TruthSegmentation, files_of, truth_phantom
+from tests.integration.truth_agent import files_of, truth_load, truth_phantom
 
 SEG_NAME = "test-segmentation-untrained"
 CLS_NAME = "test-classification-untrained"
@@ -45,21 +45,7 @@ def truth_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The phantoms' true liver masks stand in for the untrained segmentation network (which
     finds no liver); the bundles are loaded and the classifier runs as in production."""
     masks = tmp_path / "masks"
-    real_load = Models.load.__func__  # type: ignore[attr-defined]
-
-    def load(
-        cls: type[Models],
-        segmentation: Path,
-        classification: Path,
-        device: str,
-        runtime: str = "torch",
-        cache: Path | None = None,
-    ) -> Models:
-        models: Models = real_load(cls, segmentation, classification, device, runtime, cache)
-        models.segmentation = TruthSegmentation(models.segmentation, masks)  # type: ignore[assignment]
-        return models
-
-    monkeypatch.setattr(Models, "load", classmethod(load))
+    monkeypatch.setattr(Models, "load", truth_load(masks))
     return masks
 
 

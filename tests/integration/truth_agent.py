@@ -131,10 +131,12 @@ def files_of(study: PhantomStudy) -> list[Path]:
     return [f for series in study.series for f in series.files]
 
 
-def _patch_models() -> None:
+def truth_load(masks: Path) -> Any:
+    """A replacement for ``Models.load`` (a classmethod to set on ``Models``): the bundles are
+    loaded and the classifier runs as in production, but the segmentation's output is the
+    phantom's true mask saved under ``masks``."""
     from pipeline.run import Models
 
-    masks = Path(os.environ[MASKS_ENV])
     real_load = Models.load.__func__  # type: ignore[attr-defined]
 
     def load(
@@ -149,7 +151,13 @@ def _patch_models() -> None:
         models.segmentation = TruthSegmentation(models.segmentation, masks)  # type: ignore[assignment]
         return models
 
-    Models.load = classmethod(load)  # type: ignore[method-assign, assignment]
+    return classmethod(load)
+
+
+def _patch_models() -> None:
+    from pipeline.run import Models
+
+    Models.load = truth_load(Path(os.environ[MASKS_ENV]))  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
