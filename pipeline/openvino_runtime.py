@@ -19,11 +19,13 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.jit._trace import TracerWarning
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +87,11 @@ class OpenVinoNetwork:
                 logger.warning("openvino cache entry %s unreadable (%s); converting", entry, err)
                 shutil.rmtree(entry.parent, ignore_errors=True)
         if model is None:
-            with torch.inference_mode(False), torch.no_grad():
+            # OpenVINO traces the module with torch.jit.trace, which PyTorch now calls
+            # deprecated in a warning each time: not news for the agent's log
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", TracerWarning)
                 model = ov.convert_model(network.eval(), example_input=example, input=[shape])
             if entry is not None:
                 _save_atomically(ov, model, entry)
