@@ -115,14 +115,29 @@ class _Model:
 
             spec = self.manifest.input
             example = torch.zeros((1, spec.channels, spec.size[0], spec.size[1]))
-            self._openvino = OpenVinoNetwork(
-                self.network,
-                example,
-                bfloat16=self.manifest.precision == "bfloat16",
-                threads=torch.get_num_threads(),
-                cache=cache,
-                weights_sha256=self.info.sha256,
-            )
+            try:
+                self._openvino = OpenVinoNetwork(
+                    self.network,
+                    example,
+                    bfloat16=self.manifest.precision == "bfloat16",
+                    threads=torch.get_num_threads(),
+                    cache=cache,
+                    weights_sha256=self.info.sha256,
+                )
+            except Exception as err:  # OpenVINO raises RuntimeError and others
+                if runtime != "auto":
+                    raise BundleError(
+                        "runtime_unavailable",
+                        f"OpenVINO could not load {bundle.manifest.name}: {err}",
+                    ) from err
+                # auto: PyTorch runs every network; a processor or network OpenVINO cannot
+                # handle must not stop the agent
+                logger.warning(
+                    "openvino could not load %s (%s); running it with torch",
+                    bundle.manifest.name,
+                    err,
+                )
+                self.runtime = "torch"
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self._openvino is not None:

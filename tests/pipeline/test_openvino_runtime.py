@@ -122,6 +122,26 @@ def test_converted_models_are_cached_by_weights_and_a_damaged_entry_is_replaced(
     assert len(list((cache / "openvino").iterdir())) == 2
 
 
+def test_auto_falls_back_to_torch_where_openvino_cannot_load_a_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.openvino_runtime as runtime_module
+
+    class Refuses:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp: unsupported CPU")
+
+    monkeypatch.setattr(runtime_module, "OpenVinoNetwork", Refuses)
+    seg_path, _ = write_test_bundles(tmp_path, input_size=32)
+    bundle = load_bundle(seg_path)
+    model = SegmentationModel(bundle, "cpu", runtime="auto")
+    assert model.runtime == "torch"  # and it still segments
+    assert model.segment(np.full((2, 32, 32), 100.0, np.float32)).shape == (2, 32, 32)
+    with pytest.raises(BundleError, match="OpenVINO could not load") as err:
+        SegmentationModel(bundle, "cpu", runtime="openvino")  # asked for by name: an error
+    assert err.value.code == "runtime_unavailable"
+
+
 def test_the_runtime_choice() -> None:
     cpu = torch.device("cpu")
     assert resolve_runtime("auto", cpu) == "openvino"
