@@ -90,11 +90,13 @@ class ModelProvider:
                 cache=self.settings.cache_dir,
             )
             logger.info(
-                "models loaded: %s %s, %s %s",
+                "models loaded: %s %s (%s), %s %s (%s)",
                 self._models.segmentation.info.name,
                 self._models.segmentation.info.version,
+                getattr(self._models.segmentation, "runtime", "?"),
                 self._models.classification.info.name,
                 self._models.classification.info.version,
+                getattr(self._models.classification, "runtime", "?"),
             )
         except PipelineError as err:
             self._error = f"{err.code}: {err.message}"
