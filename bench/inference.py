@@ -51,6 +51,77 @@ VARIANTS = (
 )
 
 
+INT8 = "openvino int8 (NNCF)"
+
+#: calibration inputs of the two networks: segmentation batches, classifier inputs
+Calibration = tuple[list[torch.Tensor], list[torch.Tensor]]
+
+
+def seg_inputs(model: SegmentationModel, pixels: npt.NDArray[np.floating]) -> list[torch.Tensor]:
+    """The network inputs ``SegmentationModel.segment`` makes of a series (same batches)."""
+    from pipeline.preprocess import normalise_channels, resize, scale_to_unit, with_context
+
+    spec = model.manifest.input
+    unit = torch.from_numpy(scale_to_unit(pixels, spec.normalisation))
+    size = (spec.size[0], spec.size[1])
+    return [
+        normalise_channels(
+            resize(with_context(unit, spec.context, start, start + model.batch_size), size),
+            spec.normalisation,
+            spec.channels,
+        )
+        for start in range(0, unit.shape[0], model.batch_size)
+    ]
+
+
+def quantise(
+    model: SegmentationModel | ClassificationModel, calibration: list[torch.Tensor]
+) -> None:
+    """Swap the model's OpenVINO network for an INT8 one (NNCF post-training quantisation on
+    ``calibration``); the rest of the model (pre- and post-processing) is unchanged."""
+    import threading
+
+    import nncf  # bench only: pip install nncf
+    import openvino as ov
+
+    assert model._openvino is not None
+    spec = model.manifest.input
+    example = torch.zeros((1, spec.channels, spec.size[0], spec.size[1]))
+    converted = ov.convert_model(
+        model.network.eval(), example_input=example, input=[[-1, *example.shape[1:]]]
+    )
+    samples = [b[i : i + 1].numpy() for b in calibration for i in range(b.shape[0])]
+    quantised = nncf.quantize(converted, nncf.Dataset(samples), subset_size=min(300, len(samples)))
+    network = model._openvino
+    network._compiled = ov.Core().compile_model(
+        quantised,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": network.precision,
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
+    network._local = threading.local()
+
+
+def build(
+    label: str, seg_bundle: Bundle, cls_bundle: Bundle, calibration: Calibration | None
+) -> tuple[SegmentationModel, ClassificationModel]:
+    """The two models of one variant (``INT8``: OpenVINO bfloat16 with INT8 networks)."""
+    if label == INT8:
+        runtime, precision = "openvino", "bfloat16"
+    else:
+        runtime, precision = next((r, p) for name, r, p in VARIANTS if name == label)
+    seg = SegmentationModel(with_precision(seg_bundle, precision), "cpu", runtime=runtime)
+    cls = ClassificationModel(with_precision(cls_bundle, precision), "cpu", runtime=runtime)
+    if label == INT8:
+        assert calibration is not None
+        quantise(seg, calibration[0])
+        quantise(cls, calibration[1])
+    return seg, cls
+
+
 def with_precision(bundle: Bundle, precision: str) -> Bundle:
     """The same weights with another manifest precision (what the runtimes read)."""
     manifest = bundle.manifest.model_copy(update={"precision": precision})
@@ -95,23 +166,39 @@ def phantom_cases(
     return cases
 
 
+def calibration_of(
+    seg: SegmentationModel,
+    cls: ClassificationModel,
+    cases: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], int]],
+) -> Calibration:
+    """Calibration inputs from phantom cases (their true masks for the classifier)."""
+    seg_batches = [b for pixels, _, _ in cases for b in seg_inputs(seg, pixels)]
+    cls_inputs = [
+        cls.input_tensor(pixels[k], mask[k])
+        for pixels, mask, caudate in cases
+        for k in (caudate - 1, caudate, caudate + 1)
+    ]
+    return seg_batches, cls_inputs
+
+
 def speed(
     seg_path: Path,
     cls_path: Path,
-    pixels: npt.NDArray[np.float32],
-    mask: npt.NDArray[np.bool_],
-    caudate: int,
+    cases: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], int]],
     repeats: int,
+    labels: list[str],
 ) -> dict[str, dict[str, Any]]:
     seg_bundle, cls_bundle = load_bundle(seg_path), load_bundle(cls_path)
+    pixels, mask, caudate = cases[0]
     models: dict[str, tuple[SegmentationModel, ClassificationModel]] = {}
     loads: dict[str, float] = {}
-    for label, runtime, precision in VARIANTS:
+    calibration = None
+    for label in labels:
+        if label == INT8 and calibration is None:
+            seg0, cls0 = models[VARIANTS[0][0]]
+            calibration = calibration_of(seg0, cls0, cases[1:] or cases)
         started = time.perf_counter()
-        models[label] = (
-            SegmentationModel(with_precision(seg_bundle, precision), "cpu", runtime=runtime),
-            ClassificationModel(with_precision(cls_bundle, precision), "cpu", runtime=runtime),
-        )
+        models[label] = build(label, seg_bundle, cls_bundle, calibration)
         loads[label] = time.perf_counter() - started
     image, liver = pixels[caudate], mask[caudate]
     seg_times: dict[str, list[float]] = {label: [] for label in models}
@@ -139,6 +226,8 @@ def parity_phantoms(
     seg_path: Path,
     cls_path: Path,
     cases: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], int]],
+    labels: list[str],
+    calibration_cases: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], int]],
 ) -> dict[str, dict[str, float]]:
     seg_bundle, cls_bundle = load_bundle(seg_path), load_bundle(cls_path)
     reference_seg = SegmentationModel(with_precision(seg_bundle, "float32"), "cpu")
@@ -148,10 +237,12 @@ def parity_phantoms(
         ref_mask = reference_seg.segment(pixels)
         prob = float(reference_cls.probabilities([pixels[caudate]], [ref_mask[caudate]])[0])
         references.append((ref_mask, prob))
+    calibration = (
+        calibration_of(reference_seg, reference_cls, calibration_cases) if INT8 in labels else None
+    )
     out: dict[str, dict[str, float]] = {}
-    for label, runtime, precision in VARIANTS[1:]:
-        seg = SegmentationModel(with_precision(seg_bundle, precision), "cpu", runtime=runtime)
-        cls = ClassificationModel(with_precision(cls_bundle, precision), "cpu", runtime=runtime)
+    for label in labels[1:]:
+        seg, cls = build(label, seg_bundle, cls_bundle, calibration)
         dices, diffs = [], []
         for (pixels, _, caudate), (ref_mask, ref_prob) in zip(cases, references, strict=True):
             got = seg.segment(pixels)
@@ -168,19 +259,28 @@ def parity_phantoms(
     return out
 
 
-def parity_chaos(data: Path, models: Path) -> dict[str, dict[str, float]]:
+def parity_chaos(data: Path, models: Path, labels: list[str]) -> dict[str, dict[str, float]]:
     from pipeline.training.data import load_segmentation_cases
 
     folds = json.loads((models / "cv.json").read_text())["folds"]
     cases = {c.case_id: c for c in load_segmentation_cases(data)}
-    dices: dict[str, list[float]] = {label: [] for label, _, _ in VARIANTS[1:]}
+    dices: dict[str, list[float]] = {label: [] for label in labels[1:]}
     for k, subjects in enumerate(folds, start=1):
         bundle = load_bundle(models / f"fold-{k}")
         reference = SegmentationModel(with_precision(bundle, "float32"), "cpu")
-        variants = {
-            label: SegmentationModel(with_precision(bundle, precision), "cpu", runtime=runtime)
-            for label, runtime, precision in VARIANTS[1:]
-        }
+        variants: dict[str, SegmentationModel] = {}
+        for label in labels[1:]:
+            if label == INT8:
+                model = SegmentationModel(
+                    with_precision(bundle, "bfloat16"), "cpu", runtime="openvino"
+                )
+                # calibrated on three of the fold's training subjects, never on its test ones
+                train = [cid for cid in cases if cid not in subjects][:3]
+                quantise(model, [b for cid in train for b in seg_inputs(model, cases[cid].pixels)])
+            else:
+                runtime, precision = next((r, p) for n, r, p in VARIANTS if n == label)
+                model = SegmentationModel(with_precision(bundle, precision), "cpu", runtime=runtime)
+            variants[label] = model
         for cid in subjects:
             ref = reference.segment(cases[cid].pixels)
             for label, model in variants.items():
@@ -207,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos-data", type=Path)
     parser.add_argument("--chaos-models", type=Path, help="a cv-seg --out folder")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument(
+        "--int8", action="store_true",
+        help="also OpenVINO with INT8 networks (NNCF post-training quantisation; pip install "
+        "nncf): not a runtime the agent offers, measured to see whether it would pay",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--omp-spin", action="store_true")
     args = parser.parse_args(argv)
@@ -230,19 +335,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         work = Path(tmp)
+        labels = [label for label, _, _ in VARIANTS] + ([INT8] if args.int8 else [])
         cases = phantom_cases(work / "phantoms", max(1, args.phantoms), args.slices, 256)
+        calibration_cases = (
+            phantom_cases(work / "calibration", 3, args.slices, 256) if args.int8 else []
+        )
         if not args.skip_speed:
             seg_path, cls_path = untrained_bundles(
                 work / "bundles", args.seg_size, args.cls_size, "bfloat16"
             )
-            pixels, mask, caudate = cases[0]
-            report["speed"] = speed(seg_path, cls_path, pixels, mask, caudate, args.repeats)
+            report["speed"] = speed(seg_path, cls_path, cases, args.repeats, labels)
         from pipeline.training.demo import ensure_demo_bundles
 
         demo_seg, demo_cls = ensure_demo_bundles(args.cache_dir, progress=False)
-        report["parity_demo_phantoms"] = parity_phantoms(demo_seg, demo_cls, cases)
+        report["parity_demo_phantoms"] = parity_phantoms(
+            demo_seg, demo_cls, cases, labels, calibration_cases
+        )
         if args.chaos_data and args.chaos_models:
-            report["parity_chaos"] = parity_chaos(args.chaos_data, args.chaos_models)
+            report["parity_chaos"] = parity_chaos(args.chaos_data, args.chaos_models, labels)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -255,24 +365,24 @@ def main(argv: list[str] | None = None) -> int:
             f"\nspeed: {args.slices} x 256 x 256 series at {args.seg_size} input; classifier at "
             f"{args.cls_size}; seconds, min (median) of {args.repeats}"
         )
-        print(f"{'variant':<20}{'load':>8}{'segment':>20}{'classify':>22}")
+        print(f"{'variant':<22}{'load':>8}{'segment':>20}{'classify':>22}")
         for label, row in report["speed"].items():
             print(
-                f"{label:<20}{row['load_s']:>8.2f}"
+                f"{label:<22}{row['load_s']:>8.2f}"
                 f"{row['segment_min_s']:>10.3f} ({row['segment_median_s']:.3f})"
                 f"{row['classify_min_s']:>12.4f} ({row['classify_median_s']:.4f})"
             )
     print("\nparity with torch float32, DEMO bundles on phantom studies:")
     for label, row in report["parity_demo_phantoms"].items():
         print(
-            f"  {label:<20} Dice min {row['min_dice']:.5f} mean {row['mean_dice']:.5f}; "
+            f"  {label:<22} Dice min {row['min_dice']:.5f} mean {row['mean_dice']:.5f}; "
             f"probability max diff {row['max_probability_diff']:.5f}"
         )
     if "parity_chaos" in report:
         print("parity with torch float32, CHAOS fold models on their held-out subjects:")
         for label, row in report["parity_chaos"].items():
             print(
-                f"  {label:<20} {row['subjects']} subjects, Dice min {row['min_dice']:.5f} "
+                f"  {label:<22} {row['subjects']} subjects, Dice min {row['min_dice']:.5f} "
                 f"mean {row['mean_dice']:.5f}"
             )
     return 0
