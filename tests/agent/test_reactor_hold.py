@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,7 +125,6 @@ def test_a_peer_that_aborts_mid_association_fails_the_attempt_with_a_reason(
     # the abort ends the wait: nowhere near the 30 s DIMSE timeout (a generous bound, so
     # that a slow machine cannot fail it)
     assert time.monotonic() - started < 25
-    assert threading.active_count() < 50
 
 
 def test_without_pynetdicom_internals_the_hold_is_a_no_op() -> None:

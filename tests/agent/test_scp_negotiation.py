@@ -21,8 +21,9 @@ from tests.integration.processes import ECHOSCU, dcmtk_env, free_port
 
 pytestmark = pytest.mark.integration
 
-ACSE_TIMEOUT = 2.0
-NETWORK_TIMEOUT = 3.0
+# long enough that a loaded machine still starts echoscu while the half requests hold the slots
+ACSE_TIMEOUT = 6.0
+NETWORK_TIMEOUT = 7.0
 MAX_ASSOCIATIONS = 3
 # type 0x01 (A-ASSOCIATE-RQ), reserved, length 0xcc: then nothing of the 204 bytes announced
 HALF_REQUEST = bytes.fromhex("0100000000cc")
