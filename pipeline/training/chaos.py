@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.bundle import Bundle, Split, load_bundle, save_bundle
 from pipeline.inference import resolve_device
+from pipeline.training.augment import ORGAN_CONTRAST_FACTOR
 from pipeline.training.data import SegCase, load_segmentation_cases, natural_key
 from pipeline.training.evaluate import SegEvaluation, evaluate_segmentation
 from pipeline.training.loop import TrainConfig
@@ -77,7 +78,11 @@ class ChaosRecipe:
             "batch_size": self.batch_size,
             "augmentation": "rotation, scale, shift; gamma, contrast, brightness, noise"
             + (", bias field" if self.bias_field else "")
-            + (", organ contrast (liver x 0.25-1.3)" if self.organ_contrast else ""),
+            + (
+                ", organ contrast (liver x {:g}-{:g})".format(*ORGAN_CONTRAST_FACTOR)
+                if self.organ_contrast
+                else ""
+            ),
             "post_processing": "largest 3D component, holes filled per slice"
             + (", left-right flip test-time augmentation" if self.flip_tta else ""),
         }
