@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.context import AgentContext
 from agent.retention import spool_usage
+from agent.settings import AgentRole
 from storage.db import current_revision, head_revision, ping
 
 
@@ -79,9 +80,25 @@ def check_models(ctx: AgentContext) -> Check:
     return Check(name="models", ok=False, detail="loading (or not started)")
 
 
+def check_native(ctx: AgentContext) -> Check:
+    """With the native front end: storescp runs; how many received files wait to be taken in,
+    and how many were refused after storescp acknowledged them (kept in the spool's
+    ``rejected`` folder: an admin should look at them)."""
+    from agent.native_receiver import front_end_state
+
+    pid, waiting, refused = front_end_state(ctx.settings.dicom, ctx.spool.root)
+    detail = (
+        f"storescp {'pid ' + str(pid) if pid else 'not running'}; {waiting} received files "
+        f"waiting to be taken in; {refused} refused files in {ctx.spool.root / 'rejected'}"
+    )
+    return Check(name="native_front_end", ok=pid is not None, detail=detail)
+
+
 def readiness(ctx: AgentContext, *, models: bool = True) -> Readiness:
     """Run the checks; ``models=False`` leaves the model check out (a CLI process)."""
     checks = [check_database(ctx), check_spool(ctx)]
+    if ctx.settings.dicom.native.enabled and ctx.settings.cluster.role != AgentRole.WORKER:
+        checks.append(check_native(ctx))
     if models:
         checks.append(check_models(ctx))
     return Readiness(ready=all(c.ok for c in checks), checks=checks)

@@ -182,14 +182,7 @@ class Ingestor:
                 expected_sop_instance_uid=expected_sop_instance_uid,
             )
         except IngestError as err:
-            self.metrics.instances_rejected.labels(protocol, err.code).inc()
-            logger.warning(
-                "refused instance from association %s: %s (%s, status 0x%04X)",
-                association_id,
-                err.message,
-                err.code,
-                err.status,
-            )
+            self._refused(err, association_id, protocol)
             raise
 
     def _store(
@@ -202,6 +195,103 @@ class Ingestor:
         expected_sop_class_uid: str | None,
         expected_sop_instance_uid: str | None,
     ) -> Received:
+        prepared = self._prepare(
+            part10,
+            association_id=association_id,
+            source_ae=source_ae,
+            protocol=protocol,
+            expected_sop_class_uid=expected_sop_class_uid,
+            expected_sop_instance_uid=expected_sop_instance_uid,
+        )
+        if isinstance(prepared, Received):
+            return prepared
+        self._submit([prepared])
+        return self._outcome(prepared, protocol)
+
+    def store_batch(
+        self, items: list[tuple[bytes, Path | None]], *, protocol: IngestProtocol
+    ) -> list[Received | IngestError]:
+        """Store many instances at once (the native front end's received files): each is
+        checked as by :meth:`store`, then all are committed together, their rows recorded
+        with one statement per study, series and batch (``storage.queries.record_instances``).
+
+        ``items``: the Part 10 bytes and, where the bytes are already a file on the spool's
+        file system, its path: that file is linked into place instead of written again (the
+        caller removes it once this returns). Returns each instance's outcome, in order: the
+        instance, or the :class:`IngestError` :meth:`store` would have raised.
+        """
+        outcomes: list[Received | IngestError | _Pending] = []
+        for part10, source in items:
+            try:
+                outcomes.append(
+                    self._prepare(
+                        part10,
+                        association_id=None,
+                        source_ae=None,
+                        protocol=protocol,
+                        expected_sop_class_uid=None,
+                        expected_sop_instance_uid=None,
+                        link_from=source,
+                    )
+                )
+            except IngestError as err:
+                self._refused(err, None, protocol)
+                outcomes.append(err)
+        pending = [o for o in outcomes if isinstance(o, _Pending)]
+        if pending:
+            self._submit(pending)
+        results: list[Received | IngestError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, _Pending):
+                try:
+                    results.append(self._outcome(outcome, protocol))
+                except IngestError as err:
+                    self._refused(err, None, protocol)
+                    results.append(err)
+            else:
+                results.append(outcome)
+        return results
+
+    def _refused(self, err: IngestError, association_id: int | None, protocol: str) -> None:
+        self.metrics.instances_rejected.labels(protocol, err.code).inc()
+        logger.warning(
+            "refused instance from association %s: %s (%s, status 0x%04X)",
+            association_id,
+            err.message,
+            err.code,
+            err.status,
+        )
+
+    def _outcome(self, pending: _Pending, protocol: str) -> Received:
+        """After the commit: the instance, or raise its error."""
+        if pending.error is not None:
+            raise pending.error
+        if pending.duplicate:
+            self.metrics.instances_duplicate.labels(protocol).inc()
+        else:
+            self.metrics.instances_received.labels(protocol).inc()
+        record = pending.record
+        return Received(
+            record.sop_instance_uid,
+            record.sop_class_uid,
+            record.study_instance_uid,
+            pending.duplicate,
+            pending.staged.size,
+        )
+
+    def _prepare(
+        self,
+        part10: bytes,
+        *,
+        association_id: int | None,
+        source_ae: str | None,
+        protocol: IngestProtocol,
+        expected_sop_class_uid: str | None,
+        expected_sop_instance_uid: str | None,
+        link_from: Path | None = None,
+    ) -> _Pending | Received:
+        """Check one instance and stage its file: the pending commit, or a duplicate that is
+        acknowledged as it is."""
         header, transfer_syntax = _read_header(part10)
         uids = {
             key: str(header.get(key) or "")
@@ -246,7 +336,11 @@ class Ingestor:
                 StoreStatus.OUT_OF_RESOURCES,
             )
         try:
-            staged = self.spool.stage(relative, part10)
+            staged = (
+                self.spool.stage(relative, part10)
+                if link_from is None
+                else self.spool.stage_link(relative, link_from, part10)
+            )
         except OSError as err:
             raise IngestError(
                 "spool_write_failed",
@@ -268,15 +362,7 @@ class Ingestor:
             series_number=_int(header, "SeriesNumber"),
             series_description=_text(header, "SeriesDescription", 64),
         )
-        pending = _Pending(staged, record, association_id, source_ae)
-        self._submit(pending)
-        if pending.error is not None:
-            raise pending.error
-        if pending.duplicate:
-            self.metrics.instances_duplicate.labels(protocol).inc()
-        else:
-            self.metrics.instances_received.labels(protocol).inc()
-        return Received(sop_uid, sop_class, study_uid, pending.duplicate, staged.size)
+        return _Pending(staged, record, association_id, source_ae)
 
     def _already_stored(self, sop_uid: str, series_uid: str, study_uid: str) -> bool:
         """A duplicate is acknowledged without a write only if its file is really there.
@@ -304,21 +390,30 @@ class Ingestor:
 
     # group commit -------------------------------------------------------------------------
 
-    def _submit(self, pending: _Pending) -> None:
-        """Queue ``pending`` and return once a batch holding it is committed (or failed)."""
+    def _submit(self, pending: list[_Pending]) -> None:
+        """Queue ``pending`` and return once the batches holding them are committed (or
+        failed): one of the waiting threads leads each batch."""
         with self._cond:
             if self._closed:
-                self.spool.discard(pending.staged)
-                raise IngestError(
-                    "shutting_down", "the agent is stopping", StoreStatus.OUT_OF_RESOURCES
-                )
-            self._queue.append(pending)
-            self._cond.wait_for(lambda: pending.done or not self._leading)
-            if pending.done:
+                for item in pending:
+                    self.spool.discard(item.staged)
+                    item.error = IngestError(
+                        "shutting_down", "the agent is stopping", StoreStatus.OUT_OF_RESOURCES
+                    )
+                    item.done = True
                 return
-            # no one is committing: lead; the queue holds ``pending`` and whoever came since
-            self._leading = True
-            batch, self._queue = self._queue, []
+            self._queue.extend(pending)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: all(item.done for item in pending) or not self._leading)
+                if all(item.done for item in pending):
+                    return
+                # no one is committing: lead; the queue holds ours and whoever came since
+                self._leading = True
+                batch, self._queue = self._queue, []
+            self._lead(batch)
+
+    def _lead(self, batch: list[_Pending]) -> None:
         try:
             self._commit(batch)
         except Exception as err:  # a bug must not leave the others waiting: refuse, go on
@@ -370,9 +465,10 @@ class Ingestor:
             return
         try:
             with self.sessions.begin() as session:
+                rest = self._record_grouped(session, batch)
                 # in study order: receivers sharing a PostgreSQL database lock a study while
                 # they record it (storage.queries.record_instance), always in the same order
-                for pending in sorted(batch, key=lambda p: p.record.study_instance_uid):
+                for pending in sorted(rest, key=lambda p: p.record.study_instance_uid):
                     try:
                         with session.begin_nested():
                             queries.record_instance(
@@ -398,6 +494,33 @@ class Ingestor:
                     f"cannot record the instance: {err}",
                     StoreStatus.OUT_OF_RESOURCES,
                 )
+
+    def _record_grouped(self, session: Session, batch: list[_Pending]) -> list[_Pending]:
+        """Record the instances of a batch that came the same way (association, source AE)
+        with one multi-row insert per group, each group in a savepoint; return those left to
+        record one by one: lone instances, and the groups where one instance fails (a
+        duplicate, a series of another study), which then tell which."""
+        groups: dict[tuple[int | None, str | None], list[_Pending]] = {}
+        for pending in batch:
+            groups.setdefault((pending.association_id, pending.source_ae), []).append(pending)
+        rest: list[_Pending] = []
+        for (association_id, source_ae), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1] or "")
+        ):
+            if len(group) < 2:
+                rest.extend(group)
+                continue
+            try:
+                with session.begin_nested():
+                    queries.record_instances(
+                        session,
+                        [p.record for p in group],
+                        association_id=association_id,
+                        source_ae=source_ae,
+                    )
+            except (IntegrityError, queries.SeriesInOtherStudyError):
+                rest.extend(group)
+        return rest
 
     def _remove_unrecorded(self, batch: list[_Pending]) -> None:
         """Delete the files that no row points to: those of refused instances, and a duplicate's

@@ -21,6 +21,12 @@ from agent.context import open_context
 from agent.delivery import Deliverer
 from agent.delivery_lanes import DeliveryLanes
 from agent.jobs import lifecycle
+from agent.native_receiver import (
+    IncomingIndexer,
+    StorescpFrontEnd,
+    incoming_folder,
+    rejected_folder,
+)
 from agent.retention import apply_retention
 from agent.scp import StorageSCP
 from agent.settings import AgentRole, Settings
@@ -50,12 +56,37 @@ class AgentService:
         #: SQLite file): recovery touches only stale work, never another agent's live work
         self.shared = is_shared(self.ctx.engine) or role != AgentRole.ALL
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.scp = StorageSCP(
-            settings.dicom,
-            self.ctx.ingestor,
-            self.ctx.metrics,
-            commitments=self.commitments,
+        native = settings.dicom.native
+        #: the C-STORE port is storescp's; the agent's own SCP (echo, commitment reports)
+        #: runs on native.service_port, or not at all
+        scp_settings = (
+            settings.dicom.model_copy(update={"port": native.service_port})
+            if native.enabled and native.service_port
+            else settings.dicom
         )
+        self.scp: StorageSCP | None = (
+            StorageSCP(
+                scp_settings,
+                self.ctx.ingestor,
+                self.ctx.metrics,
+                commitments=self.commitments,
+            )
+            if not native.enabled or native.service_port
+            else None
+        )
+        self.front_end: StorescpFrontEnd | None = None
+        self.indexer: IncomingIndexer | None = None
+        if native.enabled:
+            incoming = incoming_folder(self.ctx.spool.root)
+            self.front_end = StorescpFrontEnd(settings.dicom, incoming)
+            self.indexer = IncomingIndexer(
+                self.ctx.ingestor,
+                incoming,
+                rejected_folder(self.ctx.spool.root),
+                threads=native.index_threads,
+                retry_seconds=native.retry_seconds,
+            )
+            self.indexer.on_drained = self._schedule_completion_once
         self.ctx.ingestor.on_association_end = self._schedule_completion
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.started_at = utcnow()  # restart grace: the stable rule counts from here
@@ -88,6 +119,21 @@ class AgentService:
             "date",
             run_date=utcnow() + dt.timedelta(seconds=quiet + 0.02),
             misfire_grace_time=None,
+        )
+
+    def _schedule_completion_once(self) -> None:
+        """The native front end's files were taken in: check right after the quiet period,
+        with one pending check at a time (a burst drains the backlog many times)."""
+        import datetime as dt
+
+        quiet = self.settings.completion.quiet_seconds
+        self.scheduler.add_job(
+            self._check_completion,
+            "date",
+            run_date=utcnow() + dt.timedelta(seconds=quiet + 0.02),
+            misfire_grace_time=None,
+            id="completion-after-intake",
+            replace_existing=True,
         )
 
     def _wake_delivery(self) -> None:
@@ -282,11 +328,23 @@ class AgentService:
             self.http = HttpServer(self.ctx)
             self.http.start()
         if self.receives:
-            self.scp.start()
+            if self.front_end is not None and self.indexer is not None:
+                # a storescp left by a killed agent stops first; then the files it wrote are
+                # taken in, and new ones as they come
+                self.front_end.stop_leftover()
+                self.indexer.start()
+                self.front_end.start()
+            if self.scp is not None:
+                self.scp.start()
 
     def stop(self) -> None:
         logger.info("stopping")
-        self.scp.stop()
+        if self.front_end is not None:
+            self.front_end.stop()
+        if self.indexer is not None:
+            self.indexer.stop()  # files not yet taken in stay in incoming for the next start
+        if self.scp is not None:
+            self.scp.stop()
         self.ctx.ingestor.close()
         self.stop_event.set()
         self.ctx.wake_workers.set()

@@ -59,6 +59,37 @@ class AllowedCaller(_Group):
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 
 
+class NativeFrontEnd(_Group):
+    """A native C-STORE receiver in front of the agent (``agent.native_receiver``): DCMTK
+    ``storescp`` listens on the SCP's port and writes each instance into ``<spool>/incoming``;
+    the agent validates and records the files behind it. Faster than the Python SCP (it takes
+    studies in at the rate of Orthanc or above), with weaker guarantees: see
+    the README, "Fast ingest: the native front end"."""
+
+    enabled: bool = Field(
+        default=False,
+        description="receive C-STORE with DCMTK storescp instead of the agent's own SCP",
+    )
+    storescp: str = Field(default="storescp", description="the storescp program to run")
+    max_pdu: int = Field(default=131072, ge=4096, le=131072, description="storescp --max-pdu")
+    service_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="port of the agent's own SCP beside storescp, for storage commitment "
+        "reports (N-EVENT-REPORT) and C-ECHO; none: not started",
+    )
+    index_threads: int = Field(
+        default=2, ge=1, le=32, description="batches of received files taken in at once"
+    )
+    retry_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="a file the spool or database could not take (disk full, database down) "
+        "is tried again after this long",
+    )
+
+
 class DicomSettings(_Group):
     """The DICOM SCP (C-ECHO, C-STORE) the PACS sends studies to."""
 
@@ -79,8 +110,34 @@ class DicomSettings(_Group):
     tls: DicomTls = Field(
         default_factory=DicomTls, description="DICOM TLS on the SCP's port (PS3.15 Annex B)"
     )
+    native: NativeFrontEnd = Field(
+        default_factory=NativeFrontEnd,
+        description="receive C-STORE with DCMTK storescp in front of the agent (faster)",
+    )
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @model_validator(mode="after")
+    def _native_limits(self) -> DicomSettings:
+        """storescp cannot apply these checks: say so at load instead of dropping them."""
+        if not self.native.enabled:
+            return self
+        unsupported = []
+        if self.allow_list_enabled:
+            unsupported.append("allow_list_enabled (storescp cannot check calling AE titles)")
+        if self.require_called_ae:
+            unsupported.append(
+                "require_called_ae (storescp accepts any called AE title; set it to false)"
+            )
+        if self.tls.enabled:
+            unsupported.append("tls.enabled (not passed to storescp by this version)")
+        if self.native.service_port == self.port:
+            unsupported.append("native.service_port equal to port (storescp listens there)")
+        if unsupported:
+            raise ValueError(
+                "dicom.native.enabled cannot be combined with: " + "; ".join(unsupported)
+            )
+        return self
 
 
 class Synchronous(StrEnum):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import re
 import shutil
@@ -152,6 +153,28 @@ class Spool:
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
+        return StagedFile(tmp, target, len(data))
+
+    def stage_link(self, relative: Path, source: Path, data: bytes) -> StagedFile:
+        """Stage a file that already exists on the spool's file system (the native front
+        end's received file) as a hard link: no second copy is written, and ``source`` stays
+        until the caller removes it. Where links are not possible, ``data`` is written."""
+        target = self.root / relative
+        folder = target.parent
+        if folder not in self._known_dirs:
+            _make_dirs(folder, self.root)
+            self._known_dirs.add(folder)
+        tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            try:
+                os.link(source, tmp)
+            except FileNotFoundError:  # the folder was removed (retention) since we made it
+                _make_dirs(folder, self.root)
+                os.link(source, tmp)
+        except OSError as err:
+            if err.errno == errno.ENOENT and not source.exists():
+                raise
+            return self.stage(relative, data)  # another file system, or no links there
         return StagedFile(tmp, target, len(data))
 
     def publish(self, staged: StagedFile) -> None:

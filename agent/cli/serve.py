@@ -22,6 +22,7 @@ def start_banner(settings: Settings, dicom_port: int, http_port: int | None) -> 
     role = settings.cluster.role
     listening = (
         f"DICOM AE [bold]{d.ae_title}[/bold] on {d.host}:{dicom_port}"
+        + (" (native front end: storescp)" if d.native.enabled else "")
         if role != AgentRole.WORKER
         else "no DICOM listener"
     )
@@ -74,7 +75,9 @@ def register(app: typer.Typer) -> None:
             fail(f"cannot start: {err.message} ({err.code})")
         console.print(
             start_banner(
-                settings, service.scp.port, service.http.port if settings.http.enabled else None
+                settings,
+                settings.dicom.port if service.scp is None else service.scp.port,
+                service.http.port if settings.http.enabled else None,
             ),
             highlight=False,
         )

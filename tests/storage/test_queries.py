@@ -62,3 +62,76 @@ def test_more_instances_after_completion_make_a_linked_new_version(
         assert len(queries.instance_paths(session, study_id)) == 3
         # completing does not decide the previous version's fate: the lifecycle does
         assert session.get_one(Job, first.id).status == JobStatus.QUEUED
+
+
+def _record(study: str, series: str, uid: str | None = None) -> InstanceRecord:
+    uid = uid or generate_uid()
+    return InstanceRecord(
+        study_instance_uid=study,
+        series_instance_uid=series,
+        sop_instance_uid=uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        path=f"{study}/{series}/{uid}.dcm",
+        size_bytes=100,
+        series_number=3,
+    )
+
+
+def _counts(session: Session, study: str) -> tuple[int, list[int], StudyStatus, str | None]:
+    from sqlalchemy import select
+
+    from storage.models import Series, Study
+
+    row = session.execute(select(Study).where(Study.study_instance_uid == study)).scalar_one()
+    series = sorted(
+        s.instance_count for s in session.scalars(select(Series).where(Series.study_id == row.id))
+    )
+    return row.instance_count, series, StudyStatus(row.status), row.source_ae
+
+
+def test_batched_recording_gives_the_rows_of_one_by_one(sessions: sessionmaker[Session]) -> None:
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    one, many = generate_uid(), generate_uid()
+    a, b, c, d = (generate_uid() for _ in range(4))
+    layout = [(a, 3), (b, 2)]
+    with sessions.begin() as session:
+        for series, n in layout:
+            for _ in range(n):
+                queries.record_instance(
+                    session, _record(one, series), association_id=None, source_ae="PACS"
+                )
+        records = [_record(many, s) for s, n in [(c, 3), (d, 2)] for _ in range(n)]
+        queries.record_instances(session, records, association_id=None, source_ae="PACS")
+        assert (
+            _counts(session, one)
+            == _counts(session, many)
+            == (
+                5,
+                [2, 3],
+                StudyStatus.RECEIVING,
+                "PACS",
+            )
+        )
+        # more of a known series later: counts go on from there
+        queries.record_instances(
+            session, [_record(many, c), _record(many, c)], association_id=None, source_ae=None
+        )
+        assert _counts(session, many)[:2] == (7, [2, 5])
+    # all or nothing: a known SOP Instance UID, or a series of another study, fails the batch
+    with sessions() as session:
+        known = records[0].sop_instance_uid
+        with pytest.raises(IntegrityError), session.begin_nested():
+            queries.record_instances(
+                session,
+                [_record(many, c), _record(many, c, uid=known)],
+                association_id=None,
+                source_ae=None,
+            )
+        with pytest.raises(queries.SeriesInOtherStudyError), session.begin_nested():
+            queries.record_instances(
+                session, [_record(generate_uid(), c)], association_id=None, source_ae=None
+            )
+        assert _counts(session, many)[:2] == (7, [2, 5])
