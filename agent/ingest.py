@@ -56,6 +56,25 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A parsed instance whose UIDs passed the checks."""
+
+    header: Dataset
+    transfer_syntax: str
+    relative: Path
+    uids: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """What the database held for a batch: recorded files by SOP Instance UID (path, size),
+    and the study of each recorded series."""
+
+    files: dict[str, tuple[str, int]]
+    owners: dict[str, str]
+
+
 @dataclass(eq=False)
 class _Pending:
     """One staged instance waiting for the group commit."""
@@ -220,18 +239,29 @@ class Ingestor:
         caller removes it once this returns). Returns each instance's outcome, in order: the
         instance, or the :class:`IngestError` :meth:`store` would have raised.
         """
-        outcomes: list[Received | IngestError | _Pending] = []
-        for part10, source in items:
+        checked: list[_Checked | IngestError] = []
+        for part10, _source in items:
             try:
+                checked.append(
+                    self._check(part10, expected_sop_class_uid=None, expected_sop_instance_uid=None)
+                )
+            except IngestError as err:
+                checked.append(err)
+        lookup = self._look_up([c for c in checked if isinstance(c, _Checked)])
+        outcomes: list[Received | IngestError | _Pending] = []
+        for (part10, source), check in zip(items, checked, strict=True):
+            try:
+                if isinstance(check, IngestError):
+                    raise check
                 outcomes.append(
-                    self._prepare(
+                    self._stage(
+                        check,
                         part10,
                         association_id=None,
                         source_ae=None,
                         protocol=protocol,
-                        expected_sop_class_uid=None,
-                        expected_sop_instance_uid=None,
                         link_from=source,
+                        lookup=lookup,
                     )
                 )
             except IngestError as err:
@@ -251,6 +281,22 @@ class Ingestor:
             else:
                 results.append(outcome)
         return results
+
+    def _look_up(self, checked: list[_Checked]) -> _Lookup | None:
+        """What the database holds of a batch's instances and series, in two queries (None:
+        the database cannot say now; each instance then asks alone)."""
+        if not checked:
+            return None
+        try:
+            with self.sessions() as session:
+                files, owners = queries.known_files_and_series(
+                    session,
+                    [c.uids["SOPInstanceUID"] for c in checked],
+                    [c.uids["SeriesInstanceUID"] for c in checked],
+                )
+        except SQLAlchemyError:
+            return None
+        return _Lookup(files, owners)
 
     def _refused(self, err: IngestError, association_id: int | None, protocol: str) -> None:
         self.metrics.instances_rejected.labels(protocol, err.code).inc()
@@ -292,6 +338,28 @@ class Ingestor:
     ) -> _Pending | Received:
         """Check one instance and stage its file: the pending commit, or a duplicate that is
         acknowledged as it is."""
+        checked = self._check(
+            part10,
+            expected_sop_class_uid=expected_sop_class_uid,
+            expected_sop_instance_uid=expected_sop_instance_uid,
+        )
+        return self._stage(
+            checked,
+            part10,
+            association_id=association_id,
+            source_ae=source_ae,
+            protocol=protocol,
+            link_from=link_from,
+        )
+
+    def _check(
+        self,
+        part10: bytes,
+        *,
+        expected_sop_class_uid: str | None,
+        expected_sop_instance_uid: str | None,
+    ) -> _Checked:
+        """Parse and check one instance (nothing written, nothing looked up)."""
         header, transfer_syntax = _read_header(part10)
         uids = {
             key: str(header.get(key) or "")
@@ -305,7 +373,6 @@ class Ingestor:
             raise IngestError("invalid_uid", str(err), StoreStatus.CANNOT_UNDERSTAND) from err
         sop_uid = uids["SOPInstanceUID"]
         sop_class = uids["SOPClassUID"]
-        study_uid = uids["StudyInstanceUID"]
         if expected_sop_instance_uid is not None and sop_uid != expected_sop_instance_uid:
             raise IngestError(
                 "sop_instance_mismatch",
@@ -324,8 +391,30 @@ class Ingestor:
             validate_uid("SOPClassUID", sop_class)
         except InvalidUIDError as err:
             raise IngestError("invalid_uid", str(err), StoreStatus.CANNOT_UNDERSTAND) from err
+        return _Checked(header, transfer_syntax, relative, uids)
 
-        if self._already_stored(sop_uid, uids["SeriesInstanceUID"], study_uid):
+    def _stage(
+        self,
+        checked: _Checked,
+        part10: bytes,
+        *,
+        association_id: int | None,
+        source_ae: str | None,
+        protocol: IngestProtocol,
+        link_from: Path | None = None,
+        lookup: _Lookup | None = None,
+    ) -> _Pending | Received:
+        """The duplicate and space checks, then the file staged for the commit."""
+        header, transfer_syntax, relative, uids = (
+            checked.header,
+            checked.transfer_syntax,
+            checked.relative,
+            checked.uids,
+        )
+        sop_uid = uids["SOPInstanceUID"]
+        sop_class = uids["SOPClassUID"]
+        study_uid = uids["StudyInstanceUID"]
+        if self._already_stored(sop_uid, uids["SeriesInstanceUID"], study_uid, lookup):
             self.metrics.instances_duplicate.labels(protocol).inc()
             logger.debug("duplicate instance %s acknowledged", sop_uid)
             return Received(sop_uid, sop_class, study_uid, True, len(part10))
@@ -364,8 +453,12 @@ class Ingestor:
         )
         return _Pending(staged, record, association_id, source_ae)
 
-    def _already_stored(self, sop_uid: str, series_uid: str, study_uid: str) -> bool:
+    def _already_stored(
+        self, sop_uid: str, series_uid: str, study_uid: str, lookup: _Lookup | None = None
+    ) -> bool:
         """A duplicate is acknowledged without a write only if its file is really there.
+
+        ``lookup``: what the database held for a whole batch, read at once.
 
         Raises
         ------
@@ -374,11 +467,17 @@ class Ingestor:
             study: refused before anything is written (the same check runs again, race-free,
             when the rows are recorded).
         """
-        with self.sessions() as session:
-            owner = queries.study_of_series(session, series_uid)
+        if lookup is not None:
+            owner = lookup.owners.get(series_uid)
+            known = lookup.files.get(sop_uid)
             if owner is not None and owner != study_uid:
                 raise _series_in_other_study(series_uid, study_uid)
-            known = queries.instance_file(session, sop_uid)
+        else:
+            with self.sessions() as session:
+                owner = queries.study_of_series(session, series_uid)
+                if owner is not None and owner != study_uid:
+                    raise _series_in_other_study(series_uid, study_uid)
+                known = queries.instance_file(session, sop_uid)
         if known is None:
             return False
         path, size = known

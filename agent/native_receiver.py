@@ -16,7 +16,9 @@ What changes (README, "Fast ingest: the native front end"):
 - Success is answered once storescp has written the file (no fsync): it survives a SIGKILL of
   storescp or of the agent (the file is in the page cache; the agent takes it in at the next
   start), but not a power cut before the agent has taken it in (its own fsync), typically
-  milliseconds to seconds later.
+  milliseconds to seconds later. With ``native.fsync`` storescp has the file and its folder
+  flushed (a ``sync`` process per instance) before it answers: durable like the agent's own
+  SCP, at about a fifth of the speed.
 - A data set the agent refuses (malformed, invalid UID, series in another study) has already
   been acknowledged: it is kept in ``<spool>/rejected`` with a ``.reason`` file, counted in
   ``liver_agent_instances_rejected`` and logged, instead of being answered with a failure.
@@ -34,6 +36,7 @@ import ctypes.util
 import heapq
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -77,6 +80,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 def storescp_command(settings: DicomSettings, incoming: Path) -> list[str]:
     """The storescp command line for these settings."""
     native = settings.native
+    durable = []
+    if native.fsync:
+        # storescp runs the command through /bin/sh and answers once it has ended: the file
+        # (#f: storescp's own name, never a sender's UID) and its folder are on disk first
+        folder = shlex.quote(str(incoming))
+        durable = ["-xcr", f"sync -- {folder}/#f {folder}", "-xs"]
     return [
         native.storescp,
         "--fork",  # a process per association: associations in parallel, outside any GIL
@@ -97,6 +106,7 @@ def storescp_command(settings: DicomSettings, incoming: Path) -> list[str]:
         "-dhl",  # no reverse DNS lookup per association
         "-ll",
         "warn",
+        *durable,
         str(settings.port),
     ]
 

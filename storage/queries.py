@@ -131,6 +131,30 @@ def study_of_series(session: Session, series_instance_uid: str) -> str | None:
     return session.scalar(_SERIES_STUDY, {"uid": series_instance_uid})
 
 
+def known_files_and_series(
+    session: Session, sop_instance_uids: list[str], series_instance_uids: list[str]
+) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
+    """For a batch: the path and size of each of these instances that is recorded, and the
+    study of each of these series that is recorded (two queries instead of two per instance)."""
+    files = {
+        row[0]: (row[1], int(row[2]))
+        for row in session.execute(
+            select(Instance.sop_instance_uid, Instance.path, Instance.size_bytes).where(
+                Instance.sop_instance_uid.in_(set(sop_instance_uids))
+            )
+        )
+    }
+    owners = {
+        row[0]: row[1]
+        for row in session.execute(
+            select(Series.series_instance_uid, Study.study_instance_uid)
+            .join(Study, Series.study_id == Study.id)
+            .where(Series.series_instance_uid.in_(set(series_instance_uids)))
+        )
+    }
+    return files, owners
+
+
 def instance_exists(session: Session, sop_instance_uid: str) -> bool:
     return (
         session.scalar(select(exists().where(Instance.sop_instance_uid == sop_instance_uid)))

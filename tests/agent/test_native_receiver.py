@@ -177,6 +177,30 @@ def test_storescp_command_makes_no_path_from_a_senders_uid(tmp_path: Path) -> No
     assert not any(flag in command for flag in ("-su", "-ss", "-sp", "+B"))
     assert command[command.index("-od") + 1] == str(tmp_path)
     assert command[-1] == "11200"
+    assert "-xcr" not in command  # no fsync unless asked
+
+
+def test_storescp_fsync_command_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    """With native.fsync storescp runs `sync` on each file (through /bin/sh, synchronously)
+    before it answers; a folder name with shell characters stays one word."""
+    import subprocess
+
+    settings = load_settings(
+        None,
+        dicom={"require_called_ae": False, "native": {"enabled": True, "fsync": True}},
+    )
+    folder = tmp_path / "in coming; $(touch pwned)"
+    folder.mkdir()
+    command = storescp_command(settings.dicom, folder)
+    assert command[command.index("-xcr") + 2] == "-xs"
+    script = command[command.index("-xcr") + 1]
+    (folder / "MR.X.1").write_bytes(b"data")
+    # what storescp runs: #f replaced by its file name, then /bin/sh -c
+    run = subprocess.run(
+        ["/bin/sh", "-c", script.replace("#f", "MR.X.1")], cwd=tmp_path, capture_output=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.parametrize(

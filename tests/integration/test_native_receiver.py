@@ -29,7 +29,12 @@ from tests.integration.processes import (
 
 pytestmark = pytest.mark.integration
 
-NATIVE = {"require_called_ae": False, "native": {"enabled": True, "retry_seconds": 0.5}}
+
+def _native_dicom(*, fsync: bool) -> dict[str, object]:
+    return {
+        "require_called_ae": False,
+        "native": {"enabled": True, "retry_seconds": 0.5, "fsync": fsync},
+    }
 
 
 def _count(db: Path, sql: str) -> int:
@@ -50,27 +55,28 @@ def _received(agent: AgentProcess) -> int:
     return len(_waiting(agent)) + _count(agent.db_path, "select count(*) from instances")
 
 
-def _agent(tmp_path: Path, **groups: object) -> AgentProcess:
+def _agent(tmp_path: Path, *, fsync: bool = False) -> AgentProcess:
     port, http_port = free_port(), free_port()
     config = agent_config(
         port,
         http_port,
-        dicom={**NATIVE},
         worker={"threads": 0},
         completion={"quiet_seconds": 1.0, "stable_seconds": 30.0, "poll_seconds": 0.2},
-        **groups,
     )
-    config["dicom"] = {**config["dicom"], **NATIVE}
+    config["dicom"] = {**config["dicom"], **_native_dicom(fsync=fsync)}
     return AgentProcess(tmp_path / "agent", config, port, http_port)
 
 
-def test_storescp_receives_the_agent_takes_in_and_the_study_completes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", [False, True], ids=["page-cache", "fsync"])
+def test_storescp_receives_the_agent_takes_in_and_the_study_completes(
+    tmp_path: Path, fsync: bool
+) -> None:
     study_uid = generate_uid()
     files = write_series(tmp_path / "series", 24, study_uid=study_uid)
     bad = mr_dataset(study_uid=generate_uid(), series_uid="1.2.840.99.abc")
     bad_path = tmp_path / "bad.dcm"
     bad.save_as(bad_path, enforce_file_format=True)
-    agent = _agent(tmp_path).start()
+    agent = _agent(tmp_path, fsync=fsync).start()
     try:
         echo = subprocess.run(
             [ECHOSCU, "-aec", "LIVERAI", "127.0.0.1", str(agent.port)],

@@ -135,3 +135,15 @@ def test_batched_recording_gives_the_rows_of_one_by_one(sessions: sessionmaker[S
                 session, [_record(generate_uid(), c)], association_id=None, source_ae=None
             )
         assert _counts(session, many)[:2] == (7, [2, 5])
+
+
+def test_known_files_and_series_of_a_batch(sessions: sessionmaker[Session]) -> None:
+    study, series, other_series = generate_uid(), generate_uid(), generate_uid()
+    with sessions.begin() as session:
+        first = record(session, study, series)
+    with sessions() as session:
+        files, owners = queries.known_files_and_series(
+            session, [first, generate_uid(), first], [series, other_series]
+        )
+    assert files == {first: (f"{study}/{series}/{first}.dcm", 100)}
+    assert owners == {series: study}
