@@ -83,6 +83,16 @@ class Metrics:
             "liver_agent_spool_files", "Received instances kept in the spool", registry=r
         )
         self.queue_depth = Gauge("liver_agent_queue_depth", "Jobs waiting (queued)", registry=r)
+        self.native_waiting = Gauge(
+            "liver_agent_native_waiting_files",
+            "Native front end: files storescp acknowledged that are not yet taken in",
+            registry=r,
+        )
+        self.native_paused = Gauge(
+            "liver_agent_native_paused",
+            "Native front end: 1 while storescp is stopped because the spool is low on disk",
+            registry=r,
+        )
         self._model_monitoring = _SourceCollector()
         r.register(self._model_monitoring)
         self.drift_checks = Counter(

@@ -23,7 +23,8 @@ What changes (README, "Fast ingest: the native front end"):
   been acknowledged: it is kept in ``<spool>/rejected`` with a ``.reason`` file, counted in
   ``liver_agent_instances_rejected`` and logged, instead of being answered with a failure.
 - A file the spool or the database cannot take now (disk full, database down) stays in
-  ``incoming`` and is tried again; storescp itself answers 0xA700 when it cannot write.
+  ``incoming`` and is tried again; storescp itself answers 0xA700 when it cannot write, and
+  is stopped while the spool has less than ``spool.min_free_mb`` free.
 - storescp does not check calling or called AE titles and is not given the TLS settings: the
   settings refuse those combinations (:class:`agent.settings.NativeFrontEnd`).
 """
@@ -37,6 +38,7 @@ import heapq
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -61,6 +63,7 @@ INCOMING = "incoming"
 REJECTED = "rejected"
 _PID_FILE = ".storescp.pid"
 _PR_SET_PDEATHSIG = 1
+_RESUME_MARGIN = 64 * 2**20  # free space above spool.min_free_mb before storescp starts again
 
 
 def incoming_folder(spool_root: Path) -> Path:
@@ -142,15 +145,35 @@ class StorescpFrontEnd:
     by an agent that was killed is stopped at the next start (its pid is kept in
     ``incoming/.storescp.pid``) before the files are taken in. If storescp exits on its own it
     is started again after a second.
+
+    Below ``min_free_bytes`` of free disk in the spool the group is stopped (new associations
+    are refused, those in progress are cut: the PACS sends their unanswered instances again
+    later), as the agent's own SCP answers 0xA700 there; it starts again once 64 MiB more than
+    that are free.
     """
 
-    def __init__(self, settings: DicomSettings, incoming: Path) -> None:
+    def __init__(
+        self,
+        settings: DicomSettings,
+        incoming: Path,
+        *,
+        min_free_bytes: int = 0,
+        free_bytes: Callable[[], int] | None = None,
+        on_paused: Callable[[bool], None] | None = None,
+        check_seconds: float = 0.5,
+    ) -> None:
         self.settings = settings
         self.incoming = incoming
+        self.min_free_bytes = min_free_bytes
+        self._free_bytes = free_bytes or (lambda: shutil.disk_usage(self.incoming).free)
+        self._on_paused = on_paused
+        self.check_seconds = check_seconds
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
         self.restarts = 0
+        #: stopped for lack of disk space
+        self.paused = False
 
     @property
     def pid_file(self) -> Path:
@@ -239,22 +262,61 @@ class StorescpFrontEnd:
         )
 
     def _supervise(self) -> None:
-        while not self._stopping.is_set():
-            proc = self._proc
-            if proc is None:
-                return
-            code = proc.wait()
-            if self._stopping.is_set():
-                return
-            self.restarts += 1
-            logger.error("storescp exited with status %s: starting it again in 1 s", code)
-            if self._stopping.wait(1.0):
-                return
+        while not self._stopping.wait(self.check_seconds):
             try:
-                self._spawn()
-            except OSError:
-                logger.exception("cannot start storescp")
-                self._stopping.wait(5.0)
+                self._check()
+            except Exception:  # the watch must go on
+                logger.exception("native front end: supervision failed")
+
+    def _check(self) -> None:
+        low = self.min_free_bytes and self._free_bytes() < self.min_free_bytes
+        if self.paused:
+            if self._free_bytes() >= self.min_free_bytes + _RESUME_MARGIN:
+                self._resume()
+            return
+        if low:
+            self._pause()
+            return
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return
+        self.restarts += 1
+        logger.error("storescp exited with status %s: starting it again in 1 s", proc.returncode)
+        if self._stopping.wait(1.0):
+            return
+        try:
+            self._spawn()
+        except OSError:
+            logger.exception("cannot start storescp")
+            self._stopping.wait(5.0)
+
+    def _pause(self) -> None:
+        proc = self._proc
+        if proc is not None:
+            _stop_group(proc.pid, timeout=5.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5.0)
+        self._proc = None
+        self.paused = True
+        logger.error(
+            "native front end stopped: less than %s MiB free in the spool (spool.min_free_mb); "
+            "C-STORE associations are refused until %s MiB are free",
+            self.min_free_bytes // 2**20,
+            (self.min_free_bytes + _RESUME_MARGIN) // 2**20,
+        )
+        if self._on_paused is not None:
+            self._on_paused(True)
+
+    def _resume(self) -> None:
+        try:
+            self._spawn()
+        except OSError:
+            logger.exception("cannot start storescp")
+            return
+        self.paused = False
+        logger.warning("native front end started again: the spool has room")
+        if self._on_paused is not None:
+            self._on_paused(False)
 
     @property
     def running(self) -> bool:

@@ -78,7 +78,12 @@ class AgentService:
         self.indexer: IncomingIndexer | None = None
         if native.enabled:
             incoming = incoming_folder(self.ctx.spool.root)
-            self.front_end = StorescpFrontEnd(settings.dicom, incoming)
+            self.front_end = StorescpFrontEnd(
+                settings.dicom,
+                incoming,
+                min_free_bytes=settings.spool.min_free_mb * 2**20,
+                on_paused=lambda paused: self.ctx.metrics.native_paused.set(float(paused)),
+            )
             self.indexer = IncomingIndexer(
                 self.ctx.ingestor,
                 incoming,
@@ -87,6 +92,8 @@ class AgentService:
                 retry_seconds=native.retry_seconds,
             )
             self.indexer.on_drained = self._schedule_completion_once
+            indexer = self.indexer
+            self.ctx.metrics.native_waiting.set_function(lambda: float(indexer.backlog))
         self.ctx.ingestor.on_association_end = self._schedule_completion
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.started_at = utcnow()  # restart grace: the stable rule counts from here

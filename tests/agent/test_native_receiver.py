@@ -325,3 +325,62 @@ def test_front_end_says_why_storescp_cannot_start(tmp_path: Path) -> None:
         StorescpFrontEnd(missing.dicom, tmp_path / "incoming").start()
     assert absent.value.code == "storescp_missing"
     assert "dcmtk" in absent.value.message
+
+
+def test_front_end_stops_while_the_spool_is_low_on_disk(tmp_path: Path) -> None:
+    """Below spool.min_free_mb storescp is stopped (associations refused, as the agent's own
+    SCP answers 0xA700 there); with room again it listens again."""
+    import socket
+    import subprocess
+
+    from agent.native_receiver import StorescpFrontEnd
+    from tests.integration.processes import ECHOSCU, dcmtk_env, free_port
+
+    port = free_port()
+    settings = load_settings(
+        None, dicom={"port": port, "require_called_ae": False, "native": {"enabled": True}}
+    )
+    free = [2**40]
+    paused: list[bool] = []
+    front = StorescpFrontEnd(
+        settings.dicom,
+        tmp_path / "incoming",
+        min_free_bytes=2**30,
+        free_bytes=lambda: free[0],
+        on_paused=paused.append,
+        check_seconds=0.05,
+    )
+
+    def echo() -> bool:
+        run = subprocess.run(
+            [ECHOSCU, "-to", "5", "-aec", "LIVERAI", "127.0.0.1", str(port)],
+            capture_output=True,
+            env=dcmtk_env(),
+            timeout=30,
+        )
+        return run.returncode == 0
+
+    def until(condition: object, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():  # type: ignore[operator]
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    front.start()
+    try:
+        assert echo()
+        free[0] = 2**30 - 1  # below the minimum
+        until(lambda: front.paused, "storescp to stop")
+        assert paused == [True]
+        with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+            probe.connect(("127.0.0.1", port))
+        free[0] = 2**30 + 2**20  # above the minimum, not above the margin: still stopped
+        time.sleep(0.5)
+        assert front.paused
+        free[0] = 2**31
+        until(lambda: not front.paused, "storescp to start again")
+        assert paused == [True, False]
+        until(echo, "storescp to answer again")
+    finally:
+        front.stop()
+    assert not front.running

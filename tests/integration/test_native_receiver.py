@@ -112,6 +112,8 @@ def test_storescp_receives_the_agent_takes_in_and_the_study_completes(
         assert "0 received files waiting" in native["detail"]
         assert "1 refused files" in native["detail"]
         metrics = requests_metrics(agent)
+        assert "liver_agent_native_paused 0.0" in metrics
+        assert "liver_agent_native_waiting_files 0.0" in metrics
         assert (
             'liver_agent_instances_rejected_total{protocol="dimse",reason="invalid_uid"} 1.0'
             in (metrics)
