@@ -25,8 +25,10 @@ What changes (README, "Fast ingest: the native front end"):
 - A file the spool or the database cannot take now (disk full, database down) stays in
   ``incoming`` and is tried again; storescp itself answers 0xA700 when it cannot write, and
   is stopped while the spool has less than ``spool.min_free_mb`` free.
-- storescp does not check calling or called AE titles and is not given the TLS settings: the
-  settings refuse those combinations (:class:`agent.settings.NativeFrontEnd`).
+- storescp does not check calling or called AE titles: the settings refuse those
+  combinations (:class:`agent.settings.NativeFrontEnd`). DICOM TLS is passed on to it
+  (``+tls``, BCP 195 non-downgrading), with an unencrypted private key only (a password would
+  stand on its command line).
 """
 
 from __future__ import annotations
@@ -83,6 +85,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 def storescp_command(settings: DicomSettings, incoming: Path) -> list[str]:
     """The storescp command line for these settings."""
     native = settings.native
+    tls: list[str] = []
+    if settings.tls.enabled:  # BCP 195 non-downgrading (TLS 1.2+): storescp's default profile
+        key, certificate = settings.tls.private_key, settings.tls.certificate
+        tls = ["+tls", str(key), str(certificate), "-pw"]  # an unencrypted key (settings)
+        if settings.tls.ca_bundle is not None:
+            tls += ["+cf", str(settings.tls.ca_bundle)]
+        tls.append(
+            "-rc"  # no certificate, no association
+            if settings.tls.require_client_certificate
+            else "-vc"  # checked if presented
+            if settings.tls.ca_bundle is not None
+            else "-ic"
+        )
     durable = []
     if native.fsync:
         # storescp runs the command through /bin/sh and answers once it has ended: the file
@@ -109,6 +124,7 @@ def storescp_command(settings: DicomSettings, incoming: Path) -> list[str]:
         "-dhl",  # no reverse DNS lookup per association
         "-ll",
         "warn",
+        *tls,
         *durable,
         str(settings.port),
     ]

@@ -135,8 +135,11 @@ class DicomSettings(_Group):
             unsupported.append(
                 "require_called_ae (storescp accepts any called AE title; set it to false)"
             )
-        if self.tls.enabled:
-            unsupported.append("tls.enabled (not passed to storescp by this version)")
+        if self.tls.enabled and self.tls.private_key_password is not None:
+            unsupported.append(
+                "tls.private_key_password (storescp would show it on its command line: "
+                "give it an unencrypted key file readable by the agent's user only)"
+            )
         if self.native.service_port == self.port:
             unsupported.append("native.service_port equal to port (storescp listens there)")
         if unsupported:

@@ -212,3 +212,51 @@ def test_sigkill_of_agent_and_storescp_mid_send_keeps_every_acknowledged_instanc
         )
     finally:
         agent.stop()
+
+
+def test_storescp_takes_dicom_tls_settings(tmp_path: Path) -> None:
+    """dicom.tls is passed on to storescp: plain TCP is refused, a client without a
+    certificate is refused when one is required, a client with one sends a series."""
+    from tests.tls_certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    agent = _agent(tmp_path)
+    agent.config["dicom"]["tls"] = {
+        "enabled": True,
+        "certificate": str(pki.server.certificate),
+        "private_key": str(pki.server.private_key),
+        "ca_bundle": str(pki.ca),
+        "require_client_certificate": True,
+    }
+    files = write_series(tmp_path / "series", 5, study_uid=generate_uid())
+    trust = ["+cf", str(pki.ca), "-aec", "LIVERAI", "-to", "10"]
+    with_certificate = ["+tls", str(pki.client.private_key), str(pki.client.certificate), "-pw"]
+    agent.start()
+    try:
+
+        def run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+            targets = [str(f) for f in files] if tool == STORESCU else []
+            return subprocess.run(
+                [tool, *args, "127.0.0.1", str(agent.port), *targets],
+                capture_output=True,
+                text=True,
+                env=dcmtk_env(),
+                timeout=60,
+                check=False,
+            )
+
+        assert run(ECHOSCU, "-aec", "LIVERAI", "-to", "5").returncode != 0  # plain TCP
+        anonymous = run(ECHOSCU, "+tla", *trust)  # TLS without a client certificate
+        assert anonymous.returncode != 0, anonymous.stdout + anonymous.stderr
+        assert "Association Request Failed" in anonymous.stdout + anonymous.stderr
+        certified = run(ECHOSCU, *with_certificate, *trust)
+        assert certified.returncode == 0, certified.stdout + certified.stderr
+        sent = run(STORESCU, *with_certificate, *trust)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        wait_until(
+            lambda: _count(agent.db_path, "select count(*) from instances") == 5,
+            30,
+            "the series sent over TLS to be taken in",
+        )
+    finally:
+        agent.stop()
