@@ -68,8 +68,9 @@ _PR_SET_PDEATHSIG = 1
 _RESUME_MARGIN = 64 * 2**20  # free space above spool.min_free_mb before storescp starts again
 
 
-def incoming_folder(spool_root: Path) -> Path:
-    return spool_root / INCOMING
+def incoming_folder(spool_root: Path, configured: Path | None = None) -> Path:
+    """Where storescp writes: ``dicom.native.incoming`` if set, else ``<spool>/incoming``."""
+    return configured if configured is not None else spool_root / INCOMING
 
 
 def rejected_folder(spool_root: Path) -> Path:
@@ -133,7 +134,8 @@ def storescp_command(settings: DicomSettings, incoming: Path) -> list[str]:
 def front_end_state(settings: DicomSettings, spool_root: Path) -> tuple[int | None, int, int]:
     """What any process can see of the native front end: the pid of a running storescp
     (None: not running), the files waiting in ``incoming`` and those kept in ``rejected``."""
-    incoming, rejected = incoming_folder(spool_root), rejected_folder(spool_root)
+    incoming = incoming_folder(spool_root, settings.native.incoming)
+    rejected = rejected_folder(spool_root)
     pid: int | None = None
     try:
         pid = int((incoming / _PID_FILE).read_text().strip())

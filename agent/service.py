@@ -20,6 +20,7 @@ from agent.completion import complete_ready_studies
 from agent.context import open_context
 from agent.delivery import Deliverer
 from agent.delivery_lanes import DeliveryLanes
+from agent.errors import AgentError
 from agent.jobs import lifecycle
 from agent.native_receiver import (
     IncomingIndexer,
@@ -77,7 +78,7 @@ class AgentService:
         self.front_end: StorescpFrontEnd | None = None
         self.indexer: IncomingIndexer | None = None
         if native.enabled:
-            incoming = incoming_folder(self.ctx.spool.root)
+            incoming = incoming_folder(self.ctx.spool.root, native.incoming)
             self.front_end = StorescpFrontEnd(
                 settings.dicom,
                 incoming,
@@ -254,6 +255,14 @@ class AgentService:
             logger.warning("%s deliveries whose sender stopped are pending again", released)
 
     def start(self) -> None:
+        native = self.settings.dicom.native
+        if self.front_end is not None and self.shared and native.incoming is None:
+            # also when serve --role changed the role after the settings were checked
+            raise AgentError(
+                "native_incoming_shared",
+                "dicom.native.incoming must be set when agents share the spool: a folder of "
+                "this receiver's own, on the spool's file system",
+            )
         self.started_at = utcnow()
         self._recover()
         self.ctx.metrics.set_queue_depth_source(self._queue_depth)

@@ -78,6 +78,12 @@ class NativeFrontEnd(_Group):
         "what is acknowledged survives a power cut, at about a fifth of the speed",
     )
     max_pdu: int = Field(default=131072, ge=4096, le=131072, description="storescp --max-pdu")
+    incoming: Path | None = Field(
+        default=None,
+        description="where storescp writes, on the spool's file system; default "
+        "<spool>/incoming. Each receiver sharing a spool needs a folder of its own (another "
+        "receiver would take in files that are still being written)",
+    )
     service_port: int | None = Field(
         default=None,
         ge=1,
@@ -653,6 +659,19 @@ class Settings(BaseSettings):
     cohorts: CohortSettings = Field(default_factory=CohortSettings)
 
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+
+    @model_validator(mode="after")
+    def _native_incoming_of_its_own(self) -> Settings:
+        """Receivers that share a spool must not share the native front end's folder."""
+        native = self.dicom.native
+        shared = self.cluster.role != AgentRole.ALL or not self.database.url.startswith("sqlite")
+        if native.enabled and shared and native.incoming is None:
+            raise ValueError(
+                "dicom.native.incoming must be set when agents share the spool (cluster.role "
+                "receiver, or a PostgreSQL database): a folder of this receiver's own, on the "
+                "spool's file system"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> Settings:

@@ -384,3 +384,16 @@ def test_front_end_stops_while_the_spool_is_low_on_disk(tmp_path: Path) -> None:
     finally:
         front.stop()
     assert not front.running
+
+
+def test_receivers_sharing_a_spool_need_an_incoming_folder_each(tmp_path: Path) -> None:
+    dicom = {"require_called_ae": False, "native": {"enabled": True}}
+    with pytest.raises(ValidationError, match=r"dicom\.native\.incoming"):
+        load_settings(None, dicom=dicom, cluster={"role": "receiver"})
+    with pytest.raises(ValidationError, match=r"dicom\.native\.incoming"):
+        load_settings(None, dicom=dicom, database={"url": "postgresql+psycopg://u@h/db"})
+    own = {**dicom, "native": {"enabled": True, "incoming": str(tmp_path / "in-a")}}
+    settings = load_settings(None, dicom=own, cluster={"role": "receiver"})
+    assert incoming_folder(tmp_path, settings.dicom.native.incoming) == tmp_path / "in-a"
+    assert incoming_folder(tmp_path) == tmp_path / "incoming"
+    load_settings(None, dicom=dicom)  # one agent on SQLite: <spool>/incoming
