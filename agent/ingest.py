@@ -228,7 +228,11 @@ class Ingestor:
         return self._outcome(prepared, protocol)
 
     def store_batch(
-        self, items: list[tuple[bytes, Path | None]], *, protocol: IngestProtocol
+        self,
+        items: list[tuple[bytes, Path | None]],
+        *,
+        protocol: IngestProtocol,
+        source_ae: str | None = None,
     ) -> list[Received | IngestError]:
         """Store many instances at once (the native front end's received files): each is
         checked as by :meth:`store`, then all are committed together, their rows recorded
@@ -258,7 +262,7 @@ class Ingestor:
                         check,
                         part10,
                         association_id=None,
-                        source_ae=None,
+                        source_ae=source_ae,
                         protocol=protocol,
                         link_from=source,
                         lookup=lookup,

@@ -405,6 +405,8 @@ class IncomingIndexer:
         Batches taken in at once (they share the ingest's flushes).
     retry_seconds
         Wait before trying again a file the spool or database could not take.
+    source_ae
+        The sender to record (``dicom.native.source_ae``): routing ``route: source`` goes by it.
     """
 
     def __init__(
@@ -417,8 +419,11 @@ class IncomingIndexer:
         retry_seconds: float = 5.0,
         batch_files: int = 64,
         batch_bytes: int = 64 * 2**20,
+        source_ae: str | None = None,
     ) -> None:
         self.ingestor = ingestor
+        #: recorded as the sender of every instance (storescp does not pass the calling AE on)
+        self.source_ae = source_ae
         self.incoming = incoming
         self.rejected = rejected
         self.threads = threads
@@ -577,7 +582,9 @@ class IncomingIndexer:
         retry: set[str] = set()
         taken = refused = 0
         for path, outcome in zip(
-            paths, self.ingestor.store_batch(items, protocol=_PROTOCOL), strict=True
+            paths,
+            self.ingestor.store_batch(items, protocol=_PROTOCOL, source_ae=self.source_ae),
+            strict=True,
         ):
             if not isinstance(outcome, IngestError):
                 path.unlink(missing_ok=True)

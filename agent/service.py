@@ -91,6 +91,7 @@ class AgentService:
                 rejected_folder(self.ctx.spool.root),
                 threads=native.index_threads,
                 retry_seconds=native.retry_seconds,
+                source_ae=native.source_ae,
             )
             self.indexer.on_drained = self._schedule_completion_once
             indexer = self.indexer

@@ -71,6 +71,12 @@ class NativeFrontEnd(_Group):
         description="receive C-STORE with DCMTK storescp instead of the agent's own SCP",
     )
     storescp: str = Field(default="storescp", description="the storescp program to run")
+    source_ae: AETitle | None = Field(
+        default=None,
+        description="the AE title recorded as the sender of every study storescp receives "
+        "(it does not pass the calling AE title on); destinations with route: source go by "
+        "it: name the PACS that sends, or give the destinations route: always",
+    )
     fsync: bool = Field(
         default=False,
         description="flush each file and its folder to disk before storescp answers Success "
@@ -659,6 +665,19 @@ class Settings(BaseSettings):
     cohorts: CohortSettings = Field(default_factory=CohortSettings)
 
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+
+    @model_validator(mode="after")
+    def _native_routing(self) -> Settings:
+        """Without a calling AE title, route: source would send results nowhere: say so."""
+        native = self.dicom.native
+        by_source = [d.name for d in self.destinations if d.route == "source"]
+        if native.enabled and native.source_ae is None and by_source:
+            raise ValueError(
+                "dicom.native.source_ae must name the PACS that sends: storescp does not pass "
+                "the calling AE title on, and these destinations send results back to the "
+                f"sender (route: source): {', '.join(by_source)}; or give them route: always"
+            )
+        return self
 
     @model_validator(mode="after")
     def _native_incoming_of_its_own(self) -> Settings:

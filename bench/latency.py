@@ -4,6 +4,10 @@ stored in Orthanc, and where the time goes.
     .venv/bin/python -m bench.latency [--quiet 2 5] [--runs 5] [--seg-model S --cls-model C]
     .venv/bin/python -m bench.latency --t2-first [--series-quiet 1 0.5] [--runs 5]
 
+``--front-end agent native``: the agent's own SCP, then DCMTK storescp in front of it
+(``dicom.native``); for the native front end an instance's time is when the agent recorded it,
+after storescp had answered it (the intake lag: milliseconds while the agent keeps up).
+
 ``--t2-first``: a 13-series study (every role of the phantom generator, the axial T2 sent third
 and ten series after it... in SeriesNumber order) sent series by series over one association;
 recorded are (a) from the T2 series' last instance to SEG + SR in Orthanc and (b) from the
@@ -135,9 +139,10 @@ def measure(
     series_quiet: float | None = None,
     t2_first: bool = True,
     runtime: str = "auto",
+    front_end: str = "agent",
 ) -> list[dict[str, float]]:
     label = f"{quiet:g}" if series_quiet is None else f"t2first-{series_quiet:g}-{t2_first}"
-    label += f"-{runtime}"
+    label += f"-{runtime}-{front_end}"
     orthanc = OrthancProcess(root / f"orthanc-{label}").start()
     port, http_port = free_port(), free_port()
     completion: dict[str, Any] = {
@@ -157,6 +162,9 @@ def measure(
              "port": orthanc.dicom_port},
         ],
     }  # fmt: skip
+    if front_end == "native":  # DCMTK storescp in front (dicom.native)
+        native = {"enabled": True, "source_ae": orthanc.aet}  # the sender, for route: source
+        config["dicom"].update(require_called_ae=False, native=native)
     if poll is not None:
         config["completion"]["poll_seconds"] = poll
         config["delivery"] = {"poll_seconds": poll}
@@ -340,6 +348,11 @@ def main() -> None:
         help="model.runtime; several: each in turn, same run",
     )  # fmt: skip
     parser.add_argument(
+        "--front-end", nargs="+", default=["agent"], choices=["agent", "native"],
+        help="agent: the agent's own SCP; native: DCMTK storescp in front (dicom.native); "
+        "several: each in turn, same run",
+    )  # fmt: skip
+    parser.add_argument(
         "--baseline", action="store_true",
         help="with --t2-first: also the same study with T2-first off (the study-level rule)",
     )  # fmt: skip
@@ -361,14 +374,14 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
-        for runtime in args.runtime:
-            if len(args.runtime) > 1:
-                print(f"\n=== model.runtime: {runtime} ===", flush=True)
+        for runtime, front_end in [(r, f) for r in args.runtime for f in args.front_end]:
+            if len(args.runtime) > 1 or len(args.front_end) > 1:
+                print(f"\n=== model.runtime: {runtime}, front end: {front_end} ===", flush=True)
             if args.t2_first:
                 for series_quiet in args.series_quiet:
                     results = measure(
                         Path(tmp), 5.0, args.runs, bundles, not args.omp_spin, args.poll,
-                        series_quiet, runtime=runtime,
+                        series_quiet, runtime=runtime, front_end=front_end,
                     )  # fmt: skip
                     report_t2_first(series_quiet, results)
                 if args.baseline:
@@ -381,7 +394,7 @@ def main() -> None:
                 for quiet in args.quiet:
                     results = measure(
                         Path(tmp), quiet, args.runs, bundles, not args.omp_spin, args.poll,
-                        runtime=runtime,
+                        runtime=runtime, front_end=front_end,
                     )  # fmt: skip
                     report(quiet, results)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")

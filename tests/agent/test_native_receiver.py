@@ -397,3 +397,36 @@ def test_receivers_sharing_a_spool_need_an_incoming_folder_each(tmp_path: Path) 
     assert incoming_folder(tmp_path, settings.dicom.native.incoming) == tmp_path / "in-a"
     assert incoming_folder(tmp_path) == tmp_path / "incoming"
     load_settings(None, dicom=dicom)  # one agent on SQLite: <spool>/incoming
+
+
+def test_route_by_sender_needs_the_sender_named(tmp_path: Path) -> None:
+    """storescp does not pass the calling AE title on: with destinations that send results
+    back to the sender, native.source_ae must name it."""
+    destination = {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104}
+    dicom = {"require_called_ae": False, "native": {"enabled": True}}
+    with pytest.raises(ValidationError, match=r"source_ae must name the PACS.*: pacs"):
+        load_settings(None, dicom=dicom, destinations=[destination])
+    named = {**dicom, "native": {"enabled": True, "source_ae": "PACS"}}
+    assert load_settings(None, dicom=named, destinations=[destination]).dicom.native.source_ae
+    always = {**destination, "route": "always"}
+    load_settings(None, dicom=dicom, destinations=[always])
+
+
+def test_indexer_records_the_named_sender(ctx: AgentContext) -> None:
+    indexer = IncomingIndexer(
+        ctx.ingestor,
+        incoming_folder(ctx.spool.root),
+        rejected_folder(ctx.spool.root),
+        source_ae="MAINPACS",
+    )
+    indexer.start()
+    try:
+        ds = mr_dataset(study_uid=generate_uid(), series_uid=generate_uid())
+        (incoming_folder(ctx.spool.root) / "MR.X.1").write_bytes(_part10(ds))
+        _settle(indexer, 1)
+    finally:
+        indexer.stop()
+    from storage.models import Study
+
+    with ctx.sessions() as session:
+        assert session.scalars(select(Study.source_ae)).one() == "MAINPACS"

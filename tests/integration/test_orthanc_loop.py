@@ -235,3 +235,37 @@ def test_stow_rs_delivery_to_orthanc_dicomweb(
     assert "SC" not in found  # send.sc is off by default
     seg_id = found["SEG"][0]["Instances"][0]
     assert orthanc.get_bytes(f"/instances/{seg_id}/metadata/Origin") != b"DicomProtocol"
+
+
+def test_native_front_end_round_trip(
+    tmp_path: Path, orthanc: OrthancProcess, masks: Path, bundles: tuple[Path, Path]
+) -> None:
+    """The same loop with DCMTK storescp in front of the agent (dicom.native): Orthanc's
+    C-STORE goes to storescp, the agent takes the files in, the study completes by its quiet
+    period, and the results go back to the sender named by native.source_ae."""
+    destination = {
+        "name": "orthanc",
+        "ae_title": orthanc.aet,
+        "host": "127.0.0.1",
+        "port": orthanc.dicom_port,
+    }
+    native = {"enabled": True, "source_ae": orthanc.aet}
+    with running_truth_agent(
+        tmp_path / "agent",
+        masks,
+        bundles,
+        destinations=[destination],
+        dicom={"require_called_ae": False, "native": native},
+    ) as agent:
+        orthanc.add_modality("liveragent-native", Modality(agent.ae_title, agent.port))
+        study = truth_phantom(tmp_path, masks, seed=17, roles=("localizer", "ax_t2", "dwi"))
+        study_id = orthanc.upload(files_of(study))
+        orthanc.send_to_modality("liveragent-native", [study_id])
+        _, found, _ = wait_for_results(orthanc, study.study_instance_uid, {"SEG", "SR"}, 60)
+        job = agent.finished_job(study.study_instance_uid)
+        assert job["status"] == "done", job
+        assert job["study"]["source_ae"] == orthanc.aet
+        assert job["instance_count"] == len(files_of(study))
+        check_delivered(job, "orthanc", 2)
+        check_evaluated_results(orthanc, study, job, found)
+        assert "native front end: storescp" in agent.log()
