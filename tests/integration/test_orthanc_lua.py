@@ -22,6 +22,7 @@ from tests.integration.orthanc import (
 from tests.integration.processes import wait_until
 from tests.integration.truth_agent import (
     TruthAgentProcess,
+    check_whole_study_received,
     files_of,
     running_truth_agent,
     truth_phantom,
@@ -102,7 +103,7 @@ def test_liver_study_is_routed_and_results_do_not_loop(
     job = agent.finished_job(study.study_instance_uid)
     assert job["status"] == "done", job
     assert job["study"]["source_ae"] == orthanc.aet
-    assert job["instance_count"] == len(files_of(study))
+    check_whole_study_received(agent, study, job)
     (seg,) = found["SEG"]
     assert seg["MainDicomTags"]["SeriesInstanceUID"] == next(
         o["series_instance_uid"] for o in job["outputs"] if o["kind"] == "seg"

@@ -26,6 +26,7 @@ from tests.integration.processes import (
     agent_config,
     free_port,
     wait_for_port,
+    wait_until,
 )
 
 MASKS_ENV = "LIVER_AGENT_TEST_MASKS"
@@ -165,3 +166,21 @@ if __name__ == "__main__":
     from agent.cli import main
 
     main()
+
+
+def check_whole_study_received(
+    agent: TruthAgentProcess, study: PhantomStudy, job: dict[str, Any]
+) -> None:
+    """Every file of ``study`` reached the agent. The job ran on all of them, unless it is a
+    T2-first job: that one started on the instances received when the axial T2 was complete
+    (its snapshot), and stood when the rest of the study changed nothing."""
+    total = len(files_of(study))
+    wait_until(
+        lambda: agent.finished_job(study.study_instance_uid)["study"]["instance_count"] == total,
+        30,
+        f"all {total} instances of the study",
+    )
+    if "t2_first" in (job.get("details") or {}):
+        assert job["instance_count"] <= total
+    else:
+        assert job["instance_count"] == total
