@@ -214,13 +214,13 @@ class Ingestor:
         expected_sop_class_uid: str | None,
         expected_sop_instance_uid: str | None,
     ) -> Received:
-        prepared = self._prepare(
+        checked = self._check(
             part10,
-            association_id=association_id,
-            source_ae=source_ae,
-            protocol=protocol,
             expected_sop_class_uid=expected_sop_class_uid,
             expected_sop_instance_uid=expected_sop_instance_uid,
+        )
+        prepared = self._stage(
+            checked, part10, association_id=association_id, source_ae=source_ae, protocol=protocol
         )
         if isinstance(prepared, Received):
             return prepared
@@ -327,33 +327,6 @@ class Ingestor:
             record.study_instance_uid,
             pending.duplicate,
             pending.staged.size,
-        )
-
-    def _prepare(
-        self,
-        part10: bytes,
-        *,
-        association_id: int | None,
-        source_ae: str | None,
-        protocol: IngestProtocol,
-        expected_sop_class_uid: str | None,
-        expected_sop_instance_uid: str | None,
-        link_from: Path | None = None,
-    ) -> _Pending | Received:
-        """Check one instance and stage its file: the pending commit, or a duplicate that is
-        acknowledged as it is."""
-        checked = self._check(
-            part10,
-            expected_sop_class_uid=expected_sop_class_uid,
-            expected_sop_instance_uid=expected_sop_instance_uid,
-        )
-        return self._stage(
-            checked,
-            part10,
-            association_id=association_id,
-            source_ae=source_ae,
-            protocol=protocol,
-            link_from=link_from,
         )
 
     def _check(
@@ -568,9 +541,11 @@ class Ingestor:
             return
         try:
             with self.sessions.begin() as session:
+                # receivers sharing a PostgreSQL database lock a study while they record it:
+                # every study of the batch first, in study order, so that the grouped and the
+                # one-by-one recording below never take two locks in another order
+                queries.lock_studies(session, (p.record.study_instance_uid for p in batch))
                 rest = self._record_grouped(session, batch)
-                # in study order: receivers sharing a PostgreSQL database lock a study while
-                # they record it (storage.queries.record_instance), always in the same order
                 for pending in sorted(rest, key=lambda p: p.record.study_instance_uid):
                     try:
                         with session.begin_nested():

@@ -20,7 +20,8 @@ What changes (README, "Fast ingest: the native front end"):
   flushed (a ``sync`` process per instance) before it answers: durable like the agent's own
   SCP, at about a fifth of the speed.
 - A data set the agent refuses (malformed, invalid UID, series in another study) has already
-  been acknowledged: it is kept in ``<spool>/rejected`` with a ``.reason`` file, counted in
+  been acknowledged: it is kept in ``<spool>/rejected`` with a ``.reason`` file (for
+  ``spool.retention_days``: :func:`agent.retention.clean_rejected`), counted in
   ``liver_agent_instances_rejected`` and logged, instead of being answered with a failure.
 - A file the spool or the database cannot take now (disk full, database down) stays in
   ``incoming`` and is tried again; storescp itself answers 0xA700 when it cannot write, and
@@ -136,13 +137,8 @@ def front_end_state(settings: DicomSettings, spool_root: Path) -> tuple[int | No
     (None: not running), the files waiting in ``incoming`` and those kept in ``rejected``."""
     incoming = incoming_folder(spool_root, settings.native.incoming)
     rejected = rejected_folder(spool_root)
-    pid: int | None = None
-    try:
-        pid = int((incoming / _PID_FILE).read_text().strip())
-        name = Path(os.fsdecode(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0])).name
-        if name != Path(settings.native.storescp).name:
-            pid = None
-    except (OSError, ValueError):
+    pid = _recorded_pid(incoming / _PID_FILE)
+    if pid is not None and not _is_program(pid, settings.native.storescp):
         pid = None
 
     def count(folder: Path, keep: Callable[[str], bool]) -> int:
@@ -189,7 +185,6 @@ class StorescpFrontEnd:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
-        self.restarts = 0
         #: stopped for lack of disk space
         self.paused = False
 
@@ -199,15 +194,10 @@ class StorescpFrontEnd:
 
     def stop_leftover(self) -> bool:
         """Stop the storescp group of a previous agent process, if one is still running."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
+        pid = _recorded_pid(self.pid_file)
+        if pid is None:
             return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            cmdline = b""
-        found = Path(os.fsdecode(cmdline)).name == Path(self.settings.native.storescp).name
+        found = _is_program(pid, self.settings.native.storescp)
         if found:
             logger.warning("stopping storescp (pid %s) left by an earlier agent process", pid)
             _stop_group(pid, timeout=5.0)
@@ -287,18 +277,17 @@ class StorescpFrontEnd:
                 logger.exception("native front end: supervision failed")
 
     def _check(self) -> None:
-        low = self.min_free_bytes and self._free_bytes() < self.min_free_bytes
+        free = self._free_bytes() if self.min_free_bytes else 0
         if self.paused:
-            if self._free_bytes() >= self.min_free_bytes + _RESUME_MARGIN:
+            if free >= self.min_free_bytes + _RESUME_MARGIN:
                 self._resume()
             return
-        if low:
+        if free < self.min_free_bytes:
             self._pause()
             return
         proc = self._proc
         if proc is None or proc.poll() is None:
             return
-        self.restarts += 1
         logger.error("storescp exited with status %s: starting it again in 1 s", proc.returncode)
         if self._stopping.wait(1.0):
             return
@@ -353,6 +342,22 @@ class StorescpFrontEnd:
             self._watch.join(timeout=5.0)
         self.pid_file.unlink(missing_ok=True)
         self._proc = None
+
+
+def _recorded_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_program(pid: int, program: str) -> bool:
+    """Whether process ``pid`` runs ``program`` (Linux /proc; a reused pid is not ours)."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return Path(os.fsdecode(argv0)).name == Path(program).name
 
 
 def _listening(port: int) -> bool:
@@ -536,17 +541,29 @@ class IncomingIndexer:
                 if not self._queue or self._stop.is_set():
                     self._drainers -= 1
                     return
-                names = [self._queue.popleft()]
-                size = _size(self.incoming / names[0])
-                while self._queue and len(names) < self.batch_files and size < self.batch_bytes:
-                    names.append(self._queue.popleft())
-                    size += _size(self.incoming / names[-1])
+                count = min(len(self._queue), self.batch_files)
+                names = [self._queue.popleft() for _ in range(count)]
+            names = self._within_bytes(names)
             try:
                 retry = self._take(names)
             except Exception:  # a bug must not stop the others; the files stay for a retry
                 logger.exception("cannot take in %s received files", len(names))
                 retry = set(names)
             self._finished(names, retry if not self._stop.is_set() else set())
+
+    def _within_bytes(self, names: list[str]) -> list[str]:
+        """The first of ``names`` that fit in ``batch_bytes`` (at least one); the others go
+        back to the front of the queue (sizes read outside the lock)."""
+        size, keep = 0, 0
+        for name in names:
+            size += _size(self.incoming / name)
+            keep += 1
+            if size >= self.batch_bytes:
+                break
+        if keep < len(names):
+            with self._lock:
+                self._queue.extendleft(reversed(names[keep:]))
+        return names[:keep]
 
     def _finished(self, names: list[str], retry: set[str]) -> None:
         due = time.monotonic() + self.retry_seconds

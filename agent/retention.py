@@ -5,6 +5,8 @@
   the last instance arrived; never while the study is open or a job is queued, running or
   delivering.
 - Result files: until delivered and ``results.retention_days`` after.
+- Files the native front end's storescp acknowledged and the agent refused (``rejected``):
+  ``spool.retention_days`` after they arrived.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +130,37 @@ def _purge_study(
             {"files": removed, "bytes": removed_bytes},
         )
     return removed, removed_bytes, folders
+
+
+def clean_rejected(folder: Path, retention_days: float, *, now: float | None = None) -> int:
+    """Delete the native front end's refused files (and their ``.reason``) received more than
+    ``retention_days`` ago: they will never have a job, and an admin was told (log, metric,
+    ``/readyz``) when they came. Returns how many instances were deleted."""
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    removed = 0
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    for path in entries:
+        if path.name.endswith(".reason") or path.name.startswith("."):
+            continue
+        try:
+            if path.stat().st_mtime >= cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        path.with_name(path.name + ".reason").unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        logger.info(
+            "retention: deleted %s refused files in %s older than %s days",
+            removed,
+            folder,
+            retention_days,
+        )
+    return removed
 
 
 def spool_usage(sessions: sessionmaker[Session]) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from agent.native_receiver import (
     incoming_folder,
     rejected_folder,
 )
-from agent.retention import apply_retention
+from agent.retention import apply_retention, clean_rejected
 from agent.scp import StorageSCP
 from agent.settings import AgentRole, Settings
 from agent.storage_commitment import CommitmentWaiters
@@ -93,7 +93,7 @@ class AgentService:
                 retry_seconds=native.retry_seconds,
                 source_ae=native.source_ae,
             )
-            self.indexer.on_drained = self._schedule_completion_once
+            self.indexer.on_drained = lambda: self._schedule_completion(coalesce=True)
             indexer = self.indexer
             self.ctx.metrics.native_waiting.set_function(lambda: float(indexer.backlog))
         self.ctx.ingestor.on_association_end = self._schedule_completion
@@ -117,32 +117,22 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self.http: Any = None
 
-    def _schedule_completion(self) -> None:
-        """An association (or STOW request) ended: check again right after the quiet period
-        instead of waiting for the next poll."""
+    def _schedule_completion(self, *, coalesce: bool = False) -> None:
+        """An association (or STOW request) ended, or the native front end's backlog was
+        taken in: check again right after the quiet period instead of waiting for the next
+        poll. ``coalesce``: one such check pending at a time (a burst drains many times)."""
         import datetime as dt
 
         quiet = self.settings.completion.quiet_seconds
-        self.scheduler.add_job(
-            self._check_completion,
-            "date",
-            run_date=utcnow() + dt.timedelta(seconds=quiet + 0.02),
-            misfire_grace_time=None,
+        only_one: dict[str, Any] = (
+            {"id": "completion-after-intake", "replace_existing": True} if coalesce else {}
         )
-
-    def _schedule_completion_once(self) -> None:
-        """The native front end's files were taken in: check right after the quiet period,
-        with one pending check at a time (a burst drains the backlog many times)."""
-        import datetime as dt
-
-        quiet = self.settings.completion.quiet_seconds
         self.scheduler.add_job(
             self._check_completion,
             "date",
             run_date=utcnow() + dt.timedelta(seconds=quiet + 0.02),
             misfire_grace_time=None,
-            id="completion-after-intake",
-            replace_existing=True,
+            **only_one,
         )
 
     def _wake_delivery(self) -> None:
@@ -182,6 +172,8 @@ class AgentService:
                     self.ctx.spool.remove_temporaries(
                         older_than_seconds=s.worker.stale_after_seconds
                     )
+        if self.indexer is not None:  # files refused after storescp acknowledged them
+            clean_rejected(self.indexer.rejected, s.spool.retention_days)
 
     def _watch_series(self) -> None:
         """T2-first: every ``series_poll_seconds``, queue a job for every study still arriving

@@ -107,6 +107,10 @@ class NativeFrontEnd(_Group):
         "is tried again after this long",
     )
 
+    _ae = field_validator("source_ae")(
+        classmethod(lambda cls, v: None if v is None else _check_ae_title(v))
+    )
+
 
 class DicomSettings(_Group):
     """The DICOM SCP (C-ECHO, C-STORE) the PACS sends studies to."""

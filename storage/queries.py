@@ -7,7 +7,7 @@ caller, so one caller decides what is atomic.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,6 +232,16 @@ _LINK = insert(StudyAssociation).values(
 )
 
 
+def lock_studies(session: Session, study_instance_uids: Iterable[str]) -> None:
+    """On a server database, wait for each study's lock (until the transaction ends), in
+    study order: receivers sharing the database record a study's rows one at a time, and
+    taking locks in one order never deadlocks. Taking a held lock again is free."""
+    if session.get_bind().dialect.name == "sqlite":
+        return  # SQLite serialises writers already
+    for uid in sorted(set(study_instance_uids)):
+        wait_transaction_lock(session.connection(), f"study:{uid}")
+
+
 def record_instance(
     session: Session,
     record: InstanceRecord,
@@ -269,11 +279,9 @@ def record_instances(
     by_study: dict[str, list[InstanceRecord]] = {}
     for record in records:
         by_study.setdefault(record.study_instance_uid, []).append(record)
-    server = session.get_bind().dialect.name != "sqlite"
-    for study_uid in sorted(by_study):  # in study order, as the locks of record_instance
+    lock_studies(session, by_study)
+    for study_uid in sorted(by_study):
         group = by_study[study_uid]
-        if server:
-            wait_transaction_lock(session.connection(), f"study:{study_uid}")
         first = group[0]
         study_id = session.scalar(_STUDY_ID, {"uid": study_uid})
         if study_id is None:

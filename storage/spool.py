@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import os
 import re
 import shutil
@@ -131,14 +130,19 @@ class Spool:
             _fsync_dir(created.parent)
         return size
 
-    def stage(self, relative: Path, data: bytes) -> StagedFile:
-        """Write ``data`` under a temporary name in the target folder (no flush)."""
+    def _temporary(self, relative: Path) -> tuple[Path, Path]:
+        """The target of ``relative`` and a temporary name beside it (its folder made)."""
         target = self.root / relative
         folder = target.parent
         if folder not in self._known_dirs:
             _make_dirs(folder, self.root)
             self._known_dirs.add(folder)
-        tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        return target, folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+
+    def stage(self, relative: Path, data: bytes) -> StagedFile:
+        """Write ``data`` under a temporary name in the target folder (no flush)."""
+        target, tmp = self._temporary(relative)
+        folder = target.parent
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except FileNotFoundError:  # the folder was removed (retention) since we made it
@@ -158,23 +162,15 @@ class Spool:
     def stage_link(self, relative: Path, source: Path, data: bytes) -> StagedFile:
         """Stage a file that already exists on the spool's file system (the native front
         end's received file) as a hard link: no second copy is written, and ``source`` stays
-        until the caller removes it. Where links are not possible, ``data`` is written."""
-        target = self.root / relative
-        folder = target.parent
-        if folder not in self._known_dirs:
-            _make_dirs(folder, self.root)
-            self._known_dirs.add(folder)
-        tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        until the caller removes it. Where no link can be made (another file system, a folder
+        removed meanwhile), ``data`` is written as :meth:`stage` does."""
+        target, tmp = self._temporary(relative)
         try:
-            try:
-                os.link(source, tmp)
-            except FileNotFoundError:  # the folder was removed (retention) since we made it
-                _make_dirs(folder, self.root)
-                os.link(source, tmp)
+            os.link(source, tmp)
         except OSError as err:
-            if err.errno == errno.ENOENT and not source.exists():
+            if isinstance(err, FileNotFoundError) and not source.exists():
                 raise
-            return self.stage(relative, data)  # another file system, or no links there
+            return self.stage(relative, data)
         return StagedFile(tmp, target, len(data))
 
     def publish(self, staged: StagedFile) -> None:

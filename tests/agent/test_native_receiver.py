@@ -430,3 +430,26 @@ def test_indexer_records_the_named_sender(ctx: AgentContext) -> None:
 
     with ctx.sessions() as session:
         assert session.scalars(select(Study.source_ae)).one() == "MAINPACS"
+
+
+def test_refused_files_are_deleted_after_the_spool_retention(tmp_path: Path) -> None:
+    import os
+
+    from agent.retention import clean_rejected
+
+    folder = tmp_path / "rejected"
+    folder.mkdir()
+    now = time.time()
+    for name, age_days in (("MR.X.old", 3.0), ("MR.X.new", 0.5)):
+        (folder / name).write_bytes(b"acknowledged, refused")
+        (folder / f"{name}.reason").write_text("invalid_uid: ...\n")
+        os.utime(folder / name, (now - age_days * 86400, now - age_days * 86400))
+    assert clean_rejected(folder, 1.0, now=now) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["MR.X.new", "MR.X.new.reason"]
+    assert clean_rejected(tmp_path / "missing", 1.0) == 0
+
+
+def test_source_ae_is_checked_like_every_ae_title() -> None:
+    dicom = {"require_called_ae": False, "native": {"enabled": True, "source_ae": "BAD\\AE"}}
+    with pytest.raises(ValidationError, match="not a valid AE title"):
+        load_settings(None, dicom=dicom)

@@ -147,3 +147,26 @@ def test_known_files_and_series_of_a_batch(sessions: sessionmaker[Session]) -> N
         )
     assert files == {first: (f"{study}/{series}/{first}.dcm", 100)}
     assert owners == {series: study}
+
+
+def test_lock_studies_holds_each_study_lock_until_the_transaction_ends(
+    sessions: sessionmaker[Session],
+) -> None:
+    """On PostgreSQL the batch's study locks are held, in order, until the transaction ends:
+    another connection cannot take one meanwhile (nothing happens on SQLite)."""
+    from sqlalchemy import text
+
+    from storage.locks import lock_key
+
+    uids = [generate_uid() for _ in range(3)]
+    with sessions.begin() as session:
+        queries.lock_studies(session, reversed(uids))
+        if session.get_bind().dialect.name == "sqlite":
+            return
+        with sessions() as other:
+            for uid in uids:
+                taken = other.scalar(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key(f"study:{uid}")}
+                )
+                assert taken is False, uid
+            other.rollback()
